@@ -1,0 +1,449 @@
+"""Chain backends: the embedded eth-tester chain, managed anvil / Hardhat nodes, or any URL.
+
+``connect(spec)`` returns a ``Chain``: a Web3 handle, the signing accounts this process
+holds keys for, and a ``close()`` that stops whatever the connection started.
+
+- ``embedded`` runs py-evm in this process. So that shell commands can follow one another
+  (deploy, then register, then record...), a persistent embedded chain keeps a journal of
+  every block it mined (timestamp and raw transactions) and replays it on the next start;
+  the replay is exact because the dev accounts, nonces and timestamps are the same.
+- ``anvil`` / ``hardhat`` attach to a node started by ``qkdiov node`` when one is running,
+  and otherwise start one on a free loopback port for the life of the command. A managed
+  anvil keeps its state in ``.qkdiov/`` between commands (``anvil --state``).
+- ``http(s)://`` and ``ws(s)://`` URLs talk to any Ethereum JSON-RPC node.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import ctypes
+import itertools
+import json
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
+from web3 import Web3
+from web3.providers.base import JSONBaseProvider
+
+from .errors import BadInput, ChainUnavailable
+from .paths import PROJECT_ROOT, node_binary, state_dir
+
+DEV_MNEMONIC = "test test test test test test test test test test test junk"
+DEV_ACCOUNT_COUNT = 10
+ENGINES = ("anvil", "hardhat")
+EMBEDDED_GAS_LIMIT = 60_000_000
+
+Account.enable_unaudited_hdwallet_features()
+
+
+def dev_accounts(count: int = DEV_ACCOUNT_COUNT) -> list[LocalAccount]:
+    """The well-known accounts of anvil and Hardhat (and of our embedded chain)."""
+    return [Account.from_mnemonic(DEV_MNEMONIC, account_path=f"m/44'/60'/0'/0/{i}") for i in range(count)]
+
+
+def accounts_from_env() -> list[LocalAccount]:
+    """Signers for a remote node: QKDIOV_PRIVATE_KEYS (comma separated) or QKDIOV_MNEMONIC."""
+    keys = os.environ.get("QKDIOV_PRIVATE_KEYS", "").strip()
+    if keys:
+        try:
+            return [Account.from_key(k.strip()) for k in keys.split(",") if k.strip()]
+        except ValueError as exc:
+            raise BadInput("QKDIOV_PRIVATE_KEYS holds a malformed private key") from exc
+    mnemonic = os.environ.get("QKDIOV_MNEMONIC", "").strip()
+    if mnemonic:
+        try:
+            return [
+                Account.from_mnemonic(mnemonic, account_path=f"m/44'/60'/0'/0/{i}")
+                for i in range(DEV_ACCOUNT_COUNT)
+            ]
+        except Exception as exc:
+            raise BadInput("QKDIOV_MNEMONIC is not a valid BIP-39 mnemonic") from exc
+    return []
+
+
+@dataclass
+class Chain:
+    """A connection to one chain, with the accounts we can sign for."""
+
+    name: str
+    w3: Web3
+    accounts: list[LocalAccount]
+    chain_id: int
+    _closers: list[Callable[[], None]] = field(default_factory=list, repr=False)
+    _journal: EmbeddedJournal | None = field(default=None, repr=False)
+
+    def send_raw_transaction(self, raw: bytes) -> bytes:
+        """Send a signed transaction; on a persistent embedded chain, journal it once mined."""
+        tx_hash = self.w3.eth.send_raw_transaction(raw)
+        if self._journal is not None:
+            self._journal.append_transaction(self.latest_timestamp(), raw)
+        return bytes(tx_hash)
+
+    def latest_timestamp(self) -> int:
+        return int(self.w3.eth.get_block("latest")["timestamp"])
+
+    def advance_time(self, seconds: int) -> int:
+        """Move a dev chain's clock forward and mine a block; returns the new timestamp."""
+        if seconds <= 0:
+            raise BadInput("advance_time needs a positive number of seconds")
+        if self.name == "embedded":
+            target = self.latest_timestamp() + seconds
+            tester = self.w3.provider.ethereum_tester  # type: ignore[attr-defined]
+            tester.time_travel(target)
+            if self._journal is not None:
+                self._journal.append_empty_block(target)
+            return target
+        self.w3.provider.make_request("evm_increaseTime", [seconds])  # type: ignore[arg-type]
+        self.w3.provider.make_request("evm_mine", [])  # type: ignore[arg-type]
+        return self.latest_timestamp()
+
+    def account(self, address: str | None = None) -> LocalAccount:
+        """The signer for ``address`` (default: the first account)."""
+        if not self.accounts:
+            raise BadInput(
+                f"no signing account for chain {self.name}: set QKDIOV_PRIVATE_KEYS or QKDIOV_MNEMONIC"
+            )
+        if address is None:
+            return self.accounts[0]
+        if not Web3.is_address(address):
+            raise BadInput(f"not an Ethereum address: {address!r}")
+        for acct in self.accounts:
+            if acct.address.lower() == address.lower():
+                return acct
+        raise BadInput(f"no private key for {address} on chain {self.name} (see QKDIOV_PRIVATE_KEYS)")
+
+    def close(self) -> None:
+        while self._closers:
+            with contextlib.suppress(Exception):
+                self._closers.pop()()
+
+    def __enter__(self) -> Chain:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+# ---------------------------------------------------------------------------- embedded
+
+
+class EmbeddedJournal:
+    """Append-only record of the embedded chain's blocks, replayed on the next start.
+
+    The first line holds the genesis timestamp; each further line one block: its timestamp
+    and, unless it is an empty block from ``advance_time``, one raw transaction.
+    """
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def read(self) -> tuple[int | None, list[dict[str, Any]]]:
+        if not self.path.exists():
+            return None, []
+        lines = [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+        if not lines or "genesis_timestamp" not in lines[0]:
+            raise ChainUnavailable(f"{self.path} is not an embedded-chain journal: delete it to start afresh")
+        return int(lines[0]["genesis_timestamp"]), lines[1:]
+
+    def start(self, genesis_timestamp: int) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.write_text(json.dumps({"genesis_timestamp": genesis_timestamp}) + "\n")
+
+    def _append(self, entry: dict[str, Any]) -> None:
+        with self.path.open("a") as fh:
+            fh.write(json.dumps(entry) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    def append_transaction(self, timestamp: int, raw: bytes) -> None:
+        self._append({"ts": timestamp, "raw": raw.hex()})
+
+    def append_empty_block(self, timestamp: int) -> None:
+        self._append({"ts": timestamp})
+
+
+def embedded_journal_path() -> Path:
+    return state_dir() / "embedded" / "journal.jsonl"
+
+
+def _embedded(persist: bool) -> Chain:
+    from eth_tester import EthereumTester, PyEVMBackend
+    from web3 import EthereumTesterProvider
+
+    journal = EmbeddedJournal(embedded_journal_path()) if persist else None
+    genesis_ts, entries = journal.read() if journal else (None, [])
+    genesis_ts = genesis_ts or int(time.time())
+    backend = PyEVMBackend.from_mnemonic(
+        DEV_MNEMONIC,
+        num_accounts=DEV_ACCOUNT_COUNT,
+        hd_path="m/44'/60'/0'/0",  # the standard path, as anvil and Hardhat derive it
+        genesis_parameters=PyEVMBackend.generate_genesis_params(
+            overrides={"gas_limit": EMBEDDED_GAS_LIMIT, "timestamp": genesis_ts}
+        ),
+    )
+    tester = EthereumTester(backend)
+    w3 = Web3(EthereumTesterProvider(ethereum_tester=tester))
+    for entry in entries:  # replay each block at the timestamp it had
+        if "raw" in entry:
+            backend.chain.header = backend.chain.header.copy(timestamp=int(entry["ts"]))
+            tester.send_raw_transaction("0x" + entry["raw"])
+        else:
+            tester.time_travel(int(entry["ts"]))
+    if journal is not None and not entries:
+        journal.start(genesis_ts)
+    return Chain("embedded", w3, dev_accounts(), int(w3.eth.chain_id), _journal=journal)
+
+
+def reset_embedded() -> bool:
+    """Forget the persistent embedded chain; returns whether there was one."""
+    path = embedded_journal_path()
+    if path.exists():
+        path.unlink()
+        return True
+    return False
+
+
+# ---------------------------------------------------------------------------- managed nodes
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _die_with_parent() -> None:
+    """preexec hook: the child gets SIGTERM if this process dies, even by SIGKILL."""
+    with contextlib.suppress(Exception):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def node_command(engine: str, port: int, block_time: float | None, state_file: Path | None) -> list[str]:
+    if engine == "anvil":
+        binary = node_binary("anvil")
+        if not binary.exists():
+            raise ChainUnavailable(f"anvil is not installed ({binary}): run `npm ci` (or `make setup`)")
+        cmd = [str(binary), "--host", "127.0.0.1", "--port", str(port), "--silent"]
+        cmd += ["--mnemonic", DEV_MNEMONIC, "--accounts", str(DEV_ACCOUNT_COUNT)]
+        cmd += ["--gas-limit", "60000000"]
+        if block_time:
+            cmd += ["--block-time", str(block_time)]
+        if state_file is not None:
+            state_file.parent.mkdir(parents=True, exist_ok=True)
+            cmd += ["--state", str(state_file)]
+        return cmd
+    if engine == "hardhat":
+        binary = node_binary("hardhat")
+        if not binary.exists():
+            raise ChainUnavailable(f"hardhat is not installed ({binary}): run `npm ci` (or `make setup`)")
+        if block_time:
+            raise BadInput("--block-time is supported for anvil only")
+        return [str(binary), "node", "--hostname", "127.0.0.1", "--port", str(port)]
+    raise BadInput(f"unknown engine {engine!r}: choose anvil or hardhat")
+
+
+class ManagedNode:
+    """A local testnet child process, stopped cleanly on close, Ctrl-C or interpreter exit."""
+
+    def __init__(
+        self,
+        engine: str,
+        port: int | None = None,
+        block_time: float | None = None,
+        state_file: Path | None = None,
+        startup_timeout: float = 60.0,
+    ):
+        self.engine = engine
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        cmd = node_command(engine, self.port, block_time, state_file)
+        self._log = open(state_dir_for_logs() / f"{engine}-{self.port}.log", "w")  # noqa: SIM115
+        try:
+            self.process = subprocess.Popen(
+                cmd,
+                cwd=PROJECT_ROOT,
+                stdout=self._log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,  # Ctrl-C reaches us; we stop the node ourselves
+                preexec_fn=_die_with_parent,
+            )
+        except OSError as exc:
+            self._log.close()
+            raise ChainUnavailable(f"could not start {engine}: {exc}") from exc
+        atexit.register(self.stop)
+        try:
+            self._wait_ready(startup_timeout)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        w3 = Web3(Web3.HTTPProvider(self.url, request_kwargs={"timeout": 2}))
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise ChainUnavailable(
+                    f"{self.engine} exited with status {self.process.returncode} on start "
+                    f"(log: {self._log.name})"
+                )
+            with contextlib.suppress(Exception):
+                if w3.is_connected():
+                    return
+            time.sleep(0.1)
+        raise ChainUnavailable(f"{self.engine} did not answer on {self.url} within {timeout:.0f} s")
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """SIGINT first (anvil writes its --state file then), SIGKILL if it lingers."""
+        if self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGINT)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        if not self._log.closed:
+            self._log.close()
+        atexit.unregister(self.stop)
+
+
+def state_dir_for_logs() -> Path:
+    path = state_dir() / "logs"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def node_file(engine: str) -> Path:
+    """Where ``qkdiov node`` announces a running node so ``--chain ENGINE`` can attach."""
+    return state_dir() / "nodes" / f"{engine}.json"
+
+
+def announce_node(node: ManagedNode) -> Path:
+    path = node_file(node.engine)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"url": node.url, "pid": node.process.pid}))
+    return path
+
+
+def running_node_url(engine: str) -> str | None:
+    path = node_file(engine)
+    try:
+        info = json.loads(path.read_text())
+        os.kill(int(info["pid"]), 0)
+    except (OSError, ValueError, KeyError):
+        return None
+    return str(info["url"])
+
+
+# ---------------------------------------------------------------------------- URLs
+
+
+class SyncWebSocketProvider(JSONBaseProvider):
+    """JSON-RPC over one WebSocket connection, for the synchronous Web3 API.
+
+    web3.py's own WebSocketProvider is asyncio-only; this keeps ``ws://`` nodes usable by
+    the same synchronous client as HTTP ones.
+    """
+
+    def __init__(self, url: str, timeout: float = 30.0):
+        super().__init__()
+        from websockets.sync.client import connect as ws_connect
+
+        self.endpoint_uri = url
+        self._timeout = timeout
+        self._ids = itertools.count(1)
+        self._lock = threading.Lock()
+        try:
+            self._ws = ws_connect(url, open_timeout=timeout, max_size=None)
+        except (OSError, TimeoutError, Exception) as exc:
+            raise ChainUnavailable(f"cannot open a WebSocket to {url}: {exc}") from exc
+
+    def make_request(self, method: Any, params: Any) -> Any:
+        request_id = next(self._ids)
+        payload = json.dumps({"jsonrpc": "2.0", "id": request_id, "method": method, "params": params})
+        with self._lock:
+            self._ws.send(payload)
+            while True:
+                message = json.loads(self._ws.recv(timeout=self._timeout))
+                if isinstance(message, dict) and message.get("id") == request_id:
+                    return message
+
+    def is_connected(self, show_traceback: bool = False) -> bool:
+        try:
+            return "result" in self.make_request("web3_clientVersion", [])
+        except Exception:
+            if show_traceback:
+                raise
+            return False
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self._ws.close()
+
+
+def _from_url(url: str, name: str | None = None, closers: list[Callable[[], None]] | None = None) -> Chain:
+    closers = list(closers or [])
+    if url.startswith(("ws://", "wss://")):
+        provider: Any = SyncWebSocketProvider(url)
+        closers.append(provider.close)
+    else:
+        provider = Web3.HTTPProvider(url, request_kwargs={"timeout": 30})
+    w3 = Web3(provider)
+    try:
+        chain_id = int(w3.eth.chain_id)
+    except Exception as exc:
+        for close in closers:
+            close()
+        raise ChainUnavailable(f"no Ethereum JSON-RPC node answers at {url}") from exc
+    accounts = accounts_from_env()
+    if not accounts and chain_id == 31337:  # anvil / Hardhat dev chain: the well-known keys
+        accounts = dev_accounts()
+    return Chain(name or url, w3, accounts, chain_id, _closers=closers)
+
+
+# ---------------------------------------------------------------------------- entry point
+
+
+def connect(spec: str = "embedded", *, persist: bool = True, block_time: float | None = None) -> Chain:
+    """Open the chain named by ``spec``: embedded, anvil, hardhat, or a JSON-RPC URL.
+
+    ``persist=False`` gives a throw-away chain (tests, benchmarks, simulations): a fresh
+    embedded chain with no journal, or a fresh managed node that keeps no state.
+    """
+    spec = spec.strip()
+    if spec == "embedded":
+        if block_time:
+            raise BadInput("--block-time needs a node: use --chain anvil")
+        return _embedded(persist)
+    if spec in ENGINES:
+        url = running_node_url(spec) if persist else None
+        if url is not None:
+            return _from_url(url, name=spec)
+        state_file = state_dir() / "anvil" / "state.json" if (persist and spec == "anvil") else None
+        node = ManagedNode(spec, block_time=block_time, state_file=state_file)
+        return _from_url(node.url, name=spec, closers=[node.stop])
+    if spec.startswith(("http://", "https://", "ws://", "wss://")):
+        return _from_url(spec)
+    raise BadInput(f"unknown chain {spec!r}: use embedded, anvil, hardhat or an http(s):// or ws:// URL")
+
+
+@contextlib.contextmanager
+def connected(spec: str = "embedded", **kwargs: Any) -> Iterator[Chain]:
+    chain = connect(spec, **kwargs)
+    try:
+        yield chain
+    finally:
+        chain.close()

@@ -1,0 +1,471 @@
+"""Typed Python client for the KeyLedger contract.
+
+Transactions are signed locally (coincurve makes that fast) with nonces managed here, so
+several threads can send from one account without "nonce too low". Gas is estimated
+first: a refusal is caught before any nonce is spent and its custom error is decoded into
+a ``TransactionRefused`` with a readable message.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from eth_abi import decode as abi_decode
+from eth_account.signers.local import LocalAccount
+from eth_utils import event_abi_to_log_topic, function_signature_to_4byte_selector
+from web3 import Web3
+from web3.exceptions import ContractCustomError, ContractLogicError, ContractPanicError, TimeExhausted
+
+from . import ids
+from .chain import Chain
+from .errors import BadInput, LedgerError, TransactionRefused
+
+KEY_STATUSES = ("unknown", "valid", "revoked", "expired")
+# Reason codes of recordVerification: why a verifier accepted or refused a key.
+VERIFY_REASONS = {"ok": 0, "unknown": 1, "revoked": 2, "expired": 3, "commitment-mismatch": 4}
+RECEIPT_TIMEOUT_S = 120
+REVERT_ERRORS = (ContractCustomError, ContractLogicError, ContractPanicError)
+
+
+# ---------------------------------------------------------------------------- records
+
+
+@dataclass(frozen=True)
+class KeyRecord:
+    key_id: uuid.UUID
+    commitment: bytes
+    vehicle_id: bytes
+    key_manager: str
+    qber_ppm: int
+    final_key_bits: int
+    protocol: int
+    revoked: bool
+    created_at: int
+    expires_at: int
+    vehicle_epoch: int
+
+    @property
+    def vehicle(self) -> str:
+        return ids.vehicle_label(self.vehicle_id)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "key_id": str(self.key_id),
+            "commitment": "0x" + self.commitment.hex(),
+            "vehicle": self.vehicle,
+            "key_manager": self.key_manager,
+            "qber": self.qber_ppm / 1_000_000,
+            "final_key_bits": self.final_key_bits,
+            "protocol": ids.protocol_name(self.protocol),
+            "revoked_individually": self.revoked,
+            "created_at": self.created_at,
+            "expires_at": self.expires_at,
+            "vehicle_epoch": self.vehicle_epoch,
+        }
+
+
+@dataclass(frozen=True)
+class KeyState:
+    status: str  # unknown / valid / revoked / expired
+    record: KeyRecord | None
+
+
+@dataclass(frozen=True)
+class VehicleInfo:
+    registered: bool
+    epoch: int
+    registered_at: int
+
+
+@dataclass(frozen=True)
+class Event:
+    name: str
+    args: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class TxResult:
+    tx_hash: str
+    block_number: int
+    gas_used: int
+    events: list[Event] = field(default_factory=list)
+
+    def event(self, name: str) -> Event:
+        for ev in self.events:
+            if ev.name == name:
+                return ev
+        raise KeyError(f"no {name} event in transaction {self.tx_hash}")
+
+
+# ---------------------------------------------------------------------------- errors
+
+_ROLE_LABELS = {bytes(v): k for k, v in ids.ROLE_NAMES.items()}
+
+
+def _b32(value: Any) -> str:
+    return "0x" + bytes(value).hex()
+
+
+# Why each custom error happens, in words a user can act on.
+_EXPLAIN: dict[str, Callable[[dict[str, Any]], str]] = {
+    "AccessControlUnauthorizedAccount": lambda a: (
+        f"account {Web3.to_checksum_address(a['account'])} lacks the "
+        f"{_ROLE_LABELS.get(bytes(a['neededRole']), _b32(a['neededRole']))} role"
+    ),
+    "AccessControlBadConfirmation": lambda a: "an account can only renounce roles for itself",
+    "EnforcedPause": lambda a: "the ledger is paused",
+    "ExpectedPause": lambda a: "the ledger is not paused",
+    "ZeroVehicleId": lambda a: "the vehicle id is zero",
+    "VehicleAlreadyRegistered": lambda a: (
+        f"vehicle {ids.vehicle_label(a['vehicleId'])} is already registered"
+    ),
+    "VehicleNotRegistered": lambda a: f"vehicle {ids.vehicle_label(a['vehicleId'])} is not registered",
+    "ZeroKeyId": lambda a: "the key id is zero",
+    "ZeroCommitment": lambda a: "the key commitment is zero",
+    "KeyAlreadyRecorded": lambda a: f"key {ids.key_uuid(a['keyId'])} is already recorded",
+    "KeyNotFound": lambda a: f"key {ids.key_uuid(a['keyId'])} is not recorded",
+    "KeyAlreadyRevoked": lambda a: f"key {ids.key_uuid(a['keyId'])} is already revoked",
+    "QberOutOfRange": lambda a: f"QBER {a['qberPpm']} ppm is above 1,000,000 ppm",
+    "ZeroKeyBits": lambda a: "the final key length is zero bits",
+    "UnknownProtocol": lambda a: f"protocol code {a['protocol']} is neither BB84 (1) nor E91 (2)",
+    "ZeroCreatedAt": lambda a: "the creation time is zero",
+    "ExpiryNotAfterCreation": lambda a: f"expiry {a['expiresAt']} is not after creation {a['createdAt']}",
+    "ExpiryInPast": lambda a: f"expiry {a['expiresAt']} is not after the block time {a['blockTimestamp']}",
+    "EmptyReason": lambda a: "a revocation needs a reason",
+    "ZeroMerkleRoot": lambda a: "the Merkle root is zero",
+    "ZeroBatchCount": lambda a: "the batch has no records",
+    "BatchAlreadyAnchored": lambda a: f"Merkle root {_b32(a['root'])} is already anchored",
+}
+
+
+class ErrorDecoder:
+    """Maps revert data to (custom error name, named arguments) using the ABI."""
+
+    def __init__(self, abi: Sequence[dict[str, Any]]):
+        self._by_selector: dict[bytes, dict[str, Any]] = {}
+        for item in abi:
+            if item.get("type") == "error":
+                types = ",".join(i["type"] for i in item["inputs"])
+                self._by_selector[function_signature_to_4byte_selector(f"{item['name']}({types})")] = item
+
+    def decode(self, data: bytes) -> tuple[str, dict[str, Any]]:
+        if len(data) < 4:
+            return "Revert", {}
+        item = self._by_selector.get(data[:4])
+        if item is None:
+            if data[:4] == bytes.fromhex("4e487b71"):
+                return "Panic", {"code": abi_decode(["uint256"], data[4:])[0]}
+            return "UnknownError", {"selector": "0x" + data[:4].hex()}
+        values = abi_decode([i["type"] for i in item["inputs"]], data[4:])
+        return item["name"], {i["name"]: v for i, v in zip(item["inputs"], values, strict=True)}
+
+    def refusal(self, function: str, data: bytes) -> TransactionRefused:
+        name, args = self.decode(data)
+        explain = _EXPLAIN.get(name)
+        why = (
+            explain(args) if explain else ", ".join(f"{k}={v}" for k, v in args.items()) or "no reason given"
+        )
+        return TransactionRefused(function, name, args, f"{function} refused: {name}: {why}")
+
+
+def _revert_data(exc: BaseException) -> bytes:
+    """The raw revert bytes of a failed call, from web3.py's or eth-tester's exception."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        data = getattr(seen, "data", None)
+        if isinstance(data, dict):  # some nodes nest it
+            data = data.get("data")
+        if isinstance(data, str) and data.startswith("0x"):
+            return bytes.fromhex(data[2:])
+        for value in (data, *getattr(seen, "args", ())):
+            if isinstance(value, bytes | bytearray):
+                return bytes(value)
+        seen = seen.__cause__ or seen.__context__
+    return b""
+
+
+def _is_revert(exc: BaseException) -> bool:
+    return isinstance(exc, REVERT_ERRORS) or type(exc).__name__ == "TransactionFailed"  # eth-tester's
+
+
+# ---------------------------------------------------------------------------- nonces
+
+
+class NonceManager:
+    """Hands out nonces per account from a local counter, thread-safely.
+
+    Seeded from the node's pending count on first use; ``resync`` after a send fails so a
+    nonce that never reached the node is reused rather than left as a gap.
+    """
+
+    def __init__(self, w3: Web3):
+        self._w3 = w3
+        self._next: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def allocate(self, address: str) -> int:
+        with self._lock:
+            if address not in self._next:
+                self._next[address] = self._w3.eth.get_transaction_count(address, "pending")
+            nonce = self._next[address]
+            self._next[address] = nonce + 1
+            return nonce
+
+    def resync(self, address: str) -> None:
+        with self._lock:
+            self._next.pop(address, None)
+
+
+# ---------------------------------------------------------------------------- client
+
+
+class KeyLedgerClient:
+    """One KeyLedger contract on one chain, with a default sender."""
+
+    def __init__(
+        self,
+        chain: Chain,
+        address: str,
+        abi: list[dict[str, Any]],
+        sender: LocalAccount | None = None,
+        nonces: NonceManager | None = None,
+    ):
+        self.chain = chain
+        self.w3 = chain.w3
+        self.address = Web3.to_checksum_address(address)
+        self.abi = abi
+        self.contract = self.w3.eth.contract(address=self.address, abi=abi)
+        self.sender = sender or chain.account()
+        self.nonces = nonces or NonceManager(self.w3)
+        self.errors = ErrorDecoder(abi)
+        self._events = {
+            event_abi_to_log_topic(item): item["name"] for item in abi if item.get("type") == "event"
+        }
+        self._eip1559: bool | None = None
+
+    def as_sender(self, account: LocalAccount | str) -> KeyLedgerClient:
+        """The same contract, sending from another account (sharing the nonce counters)."""
+        acct = self.chain.account(account) if isinstance(account, str) else account
+        return KeyLedgerClient(self.chain, self.address, self.abi, acct, self.nonces)
+
+    # ------------------------------------------------------------------ transactions
+    def _fees(self) -> dict[str, int]:
+        """EIP-1559 fees when the node has a base fee, a legacy gas price otherwise."""
+        latest = self.w3.eth.get_block("latest")
+        base_fee = latest.get("baseFeePerGas")
+        if self._eip1559 is None:
+            self._eip1559 = base_fee is not None
+        if not self._eip1559:
+            return {"gasPrice": int(self.w3.eth.gas_price)}
+        try:
+            tip = int(self.w3.eth.max_priority_fee)
+        except Exception:
+            tip = 10**9
+        return {"maxPriorityFeePerGas": tip, "maxFeePerGas": 2 * int(base_fee) + tip}
+
+    def transact(self, function: str, *args: Any, sender: LocalAccount | None = None) -> TxResult:
+        """Estimate, sign, send and wait for one contract call; decode its events."""
+        acct = sender or self.sender
+        data = self.contract.functions[function](*args)._encode_transaction_data()
+        call = {"from": acct.address, "to": self.address, "data": data}
+        try:
+            gas = self.w3.eth.estimate_gas(call)  # type: ignore[arg-type]
+        except Exception as exc:
+            if _is_revert(exc):
+                raise self.errors.refusal(function, _revert_data(exc)) from None
+            raise LedgerError(f"{function}: gas estimation failed: {exc}") from exc
+        tx = {**call, "gas": gas + gas // 5, "chainId": self.chain.chain_id, **self._fees()}
+        tx["nonce"] = self.nonces.allocate(acct.address)
+        signed = acct.sign_transaction(tx)
+        try:
+            tx_hash = self.chain.send_raw_transaction(signed.raw_transaction)
+        except Exception as exc:
+            self.nonces.resync(acct.address)
+            if _is_revert(exc):
+                raise self.errors.refusal(function, _revert_data(exc)) from None
+            raise LedgerError(f"{function}: the node refused the transaction: {exc}") from exc
+        try:
+            receipt = self.w3.eth.wait_for_transaction_receipt(
+                tx_hash, timeout=RECEIPT_TIMEOUT_S, poll_latency=0.02
+            )
+        except TimeExhausted:
+            raise LedgerError(
+                f"{function}: not mined within {RECEIPT_TIMEOUT_S} s (tx 0x{tx_hash.hex()})"
+            ) from None
+        if receipt["status"] != 1:
+            raise self._refusal_after_mining(function, call, receipt["blockNumber"])
+        return TxResult(
+            tx_hash="0x" + bytes(tx_hash).hex(),
+            block_number=int(receipt["blockNumber"]),
+            gas_used=int(receipt["gasUsed"]),
+            events=self.decode_events(receipt["logs"]),
+        )
+
+    def _refusal_after_mining(self, function: str, call: dict[str, Any], block: int) -> LedgerError:
+        """A transaction that passed estimation but reverted when mined (the state moved)."""
+        try:
+            self.w3.eth.call(call, block - 1)  # type: ignore[arg-type]
+        except Exception as exc:
+            if _is_revert(exc):
+                return self.errors.refusal(function, _revert_data(exc))
+        return LedgerError(f"{function}: the transaction reverted when mined (block {block})")
+
+    def decode_events(self, logs: Sequence[Any]) -> list[Event]:
+        events = []
+        for log in logs:
+            if Web3.to_checksum_address(log["address"]) != self.address or not log["topics"]:
+                continue
+            name = self._events.get(bytes(log["topics"][0]))
+            if name is None:
+                continue
+            decoded = self.contract.events[name]().process_log(log)
+            events.append(Event(name, dict(decoded["args"])))
+        return events
+
+    def _call(self, function: str, *args: Any) -> Any:
+        return self.contract.functions[function](*args).call()
+
+    # ------------------------------------------------------------------ roles and pause
+    def grant_role(self, role: str, account: str) -> TxResult:
+        return self.transact("grantRole", ids.role(role), self._address(account))
+
+    def revoke_role(self, role: str, account: str) -> TxResult:
+        return self.transact("revokeRole", ids.role(role), self._address(account))
+
+    def has_role(self, role: str, account: str) -> bool:
+        return bool(self._call("hasRole", ids.role(role), self._address(account)))
+
+    def pause(self) -> TxResult:
+        return self.transact("pause")
+
+    def unpause(self) -> TxResult:
+        return self.transact("unpause")
+
+    def paused(self) -> bool:
+        return bool(self._call("paused"))
+
+    # ------------------------------------------------------------------ vehicles
+    def register_vehicle(self, vehicle: str) -> TxResult:
+        return self.transact("registerVehicle", ids.vehicle_id(vehicle))
+
+    def deregister_vehicle(self, vehicle: str) -> TxResult:
+        return self.transact("deregisterVehicle", ids.vehicle_id(vehicle))
+
+    def vehicle(self, vehicle: str) -> VehicleInfo:
+        registered, epoch, registered_at = self._call("vehicle", ids.vehicle_id(vehicle))
+        return VehicleInfo(bool(registered), int(epoch), int(registered_at))
+
+    # ------------------------------------------------------------------ sessions
+    def record_session(
+        self,
+        key_id: str | uuid.UUID,
+        commitment: bytes,
+        vehicle: str,
+        *,
+        qber: float,
+        final_key_bits: int,
+        expires_at: int,
+        created_at: int | None = None,
+        protocol: str = "bb84",
+    ) -> TxResult:
+        """Record one session key by its commitment; created_at defaults to the chain's clock."""
+        if not 0.0 <= qber <= 1.0:
+            raise BadInput(f"QBER must lie in [0, 1], got {qber}")
+        created = created_at if created_at is not None else self.chain.latest_timestamp()
+        return self.transact(
+            "recordSession",
+            ids.key_id(key_id),
+            commitment,
+            ids.vehicle_id(vehicle),
+            round(qber * 1_000_000),
+            int(final_key_bits),
+            ids.protocol(protocol),
+            int(created),
+            int(expires_at),
+        )
+
+    def key_status(self, key_id: str | uuid.UUID) -> KeyState:
+        status, raw = self._call("keyStatus", ids.key_id(key_id))
+        name = KEY_STATUSES[int(status)]
+        if name == "unknown":
+            return KeyState(name, None)
+        return KeyState(name, self._record(ids.key_id(key_id), raw))
+
+    def check_key(self, key_id: str | uuid.UUID, commitment: bytes) -> tuple[str, bool]:
+        """(status, whether ``commitment`` matches the recorded one)."""
+        status, matches = self._call("checkKey", ids.key_id(key_id), commitment)
+        return KEY_STATUSES[int(status)], bool(matches)
+
+    @staticmethod
+    def _record(raw_key_id: bytes, raw: Sequence[Any]) -> KeyRecord:
+        commitment, vehicle_id, manager, qber, bits, protocol, revoked, created, expires, epoch = raw
+        return KeyRecord(
+            key_id=ids.key_uuid(raw_key_id),
+            commitment=bytes(commitment),
+            vehicle_id=bytes(vehicle_id),
+            key_manager=manager,
+            qber_ppm=int(qber),
+            final_key_bits=int(bits),
+            protocol=int(protocol),
+            revoked=bool(revoked),
+            created_at=int(created),
+            expires_at=int(expires),
+            vehicle_epoch=int(epoch),
+        )
+
+    # ------------------------------------------------------------------ verification
+    def record_verification(self, key_id: str | uuid.UUID, ok: bool, reason_code: int = 0) -> TxResult:
+        if not 0 <= reason_code < 2**16:
+            raise BadInput(f"reason code must fit 16 bits, got {reason_code}")
+        return self.transact("recordVerification", ids.key_id(key_id), bool(ok), int(reason_code))
+
+    def verifications(self, key_id: str | uuid.UUID) -> dict[str, Any]:
+        passed, failed, last_verifier, last_at = self._call("verifications", ids.key_id(key_id))
+        return {
+            "passed": int(passed),
+            "failed": int(failed),
+            "last_verifier": last_verifier,
+            "last_at": int(last_at),
+        }
+
+    # ------------------------------------------------------------------ revocation
+    def revoke_key(self, key_id: str | uuid.UUID, reason: str) -> TxResult:
+        return self.transact("revokeKey", ids.key_id(key_id), reason)
+
+    def revoke_vehicle_keys(self, vehicle: str, reason: str) -> TxResult:
+        return self.transact("revokeVehicleKeys", ids.vehicle_id(vehicle), reason)
+
+    # ------------------------------------------------------------------ Merkle batches
+    def anchor_batch(self, root: bytes, count: int) -> TxResult:
+        return self.transact("anchorBatch", root, int(count))
+
+    def batch(self, root: bytes) -> dict[str, Any]:
+        manager, count, anchored_at = self._call("batch", root)
+        return {"key_manager": manager, "count": int(count), "anchored_at": int(anchored_at)}
+
+    def verify_inclusion(self, root: bytes, proof: Sequence[bytes], leaf: bytes) -> bool:
+        return bool(self._call("verifyInclusion", root, list(proof), leaf))
+
+    # ------------------------------------------------------------------ stats
+    def stats(self) -> dict[str, int]:
+        names = (
+            "vehicles",
+            "sessions",
+            "verifications",
+            "key_revocations",
+            "vehicle_revocations",
+            "batches",
+            "batched_records",
+        )
+        return dict(zip(names, (int(v) for v in self._call("stats")), strict=True))
+
+    # ------------------------------------------------------------------ helpers
+    @staticmethod
+    def _address(account: str) -> str:
+        if not Web3.is_address(account):
+            raise BadInput(f"not an Ethereum address: {account!r}")
+        return Web3.to_checksum_address(account)

@@ -1,0 +1,107 @@
+"""Conversions between what users type and what the contract stores (bytes32).
+
+- Key ids are UUIDs; on chain the 16 UUID bytes sit left-aligned in a bytes32, as
+  Solidity's ``bytes32(bytes16(x))`` would put them, so the UUID can be read back.
+- Vehicle ids are short labels (``car-42``, up to 31 UTF-8 bytes, right-padded with
+  zeros, readable on chain) or raw ``0x`` + 64 hex digits (e.g. a certificate hash).
+- Roles are named on the command line: admin, key-manager, verifier.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+
+from web3 import Web3
+
+from .errors import BadInput
+
+_HEX64 = re.compile(r"^(0x)?[0-9a-fA-F]{64}$")
+
+ROLE_NAMES = {
+    "admin": b"\x00" * 32,  # OpenZeppelin's DEFAULT_ADMIN_ROLE
+    "key-manager": Web3.keccak(text="KEY_MANAGER_ROLE"),
+    "verifier": Web3.keccak(text="VERIFIER_ROLE"),
+}
+
+PROTOCOLS = {"bb84": 1, "e91": 2}
+
+
+def key_id(value: str | uuid.UUID) -> bytes:
+    """bytes32 key id from a UUID (string or object)."""
+    if isinstance(value, uuid.UUID):
+        parsed = value
+    else:
+        try:
+            parsed = uuid.UUID(str(value).strip())
+        except ValueError:
+            raise BadInput(f"not a UUID: {value!r}") from None
+    return parsed.bytes + b"\x00" * 16
+
+
+def key_uuid(raw: bytes) -> uuid.UUID:
+    """The UUID back from a bytes32 key id."""
+    return uuid.UUID(bytes=bytes(raw[:16]))
+
+
+def hex32(value: str, what: str = "value") -> bytes:
+    """32 bytes from 64 hex digits (``0x`` optional)."""
+    text = value.strip()
+    if not _HEX64.match(text):
+        raise BadInput(f"{what} must be 64 hex digits (32 bytes), got {value!r}")
+    return bytes.fromhex(text.removeprefix("0x"))
+
+
+def vehicle_id(value: str) -> bytes:
+    """bytes32 vehicle id from a label (<= 31 bytes) or 0x + 64 hex digits."""
+    text = value.strip()
+    if text.startswith("0x") and len(text) == 66:
+        return hex32(text, "vehicle id")
+    encoded = text.encode("utf-8")
+    if not encoded:
+        raise BadInput("vehicle id is empty")
+    if len(encoded) > 31:
+        raise BadInput(f"vehicle id {value!r} is longer than 31 bytes: use a shorter label or 0x + 64 hex")
+    return encoded + b"\x00" * (32 - len(encoded))
+
+
+def vehicle_label(raw: bytes) -> str:
+    """Readable form of a bytes32 vehicle id: the label if it is one, else 0x-hex."""
+    raw = bytes(raw)
+    stripped = raw.rstrip(b"\x00")
+    if stripped and b"\x00" not in stripped:
+        try:
+            text = stripped.decode("utf-8")
+            if text.isprintable():
+                return text
+        except UnicodeDecodeError:
+            pass
+    return "0x" + raw.hex()
+
+
+def role(name: str) -> bytes:
+    try:
+        return ROLE_NAMES[name.strip().lower()]
+    except KeyError:
+        raise BadInput(f"unknown role {name!r}: choose one of {', '.join(ROLE_NAMES)}") from None
+
+
+def role_name(raw: bytes) -> str:
+    for name, value in ROLE_NAMES.items():
+        if bytes(value) == bytes(raw):
+            return name
+    return "0x" + bytes(raw).hex()
+
+
+def protocol(name: str) -> int:
+    try:
+        return PROTOCOLS[name.strip().lower()]
+    except KeyError:
+        raise BadInput(f"unknown protocol {name!r}: choose bb84 or e91") from None
+
+
+def protocol_name(code: int) -> str:
+    for name, value in PROTOCOLS.items():
+        if value == code:
+            return name
+    return f"protocol-{code}"
