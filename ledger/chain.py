@@ -276,6 +276,7 @@ class ManagedNode:
                 stdout=self._log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
+                env={**os.environ, "HARDHAT_DISABLE_TELEMETRY_PROMPT": "true"},
                 start_new_session=True,  # Ctrl-C reaches us; we stop the node ourselves
                 preexec_fn=_die_with_parent,
             )
