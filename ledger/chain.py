@@ -367,9 +367,10 @@ class SyncWebSocketProvider(JSONBaseProvider):
         self._timeout = timeout
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
+        self._stack = contextlib.ExitStack()
         try:
-            self._ws = ws_connect(url, open_timeout=timeout, max_size=None)
-        except (OSError, TimeoutError, Exception) as exc:
+            self._ws = self._stack.enter_context(ws_connect(url, open_timeout=timeout, max_size=None))
+        except Exception as exc:
             raise ChainUnavailable(f"cannot open a WebSocket to {url}: {exc}") from exc
 
     def make_request(self, method: Any, params: Any) -> Any:
@@ -392,7 +393,7 @@ class SyncWebSocketProvider(JSONBaseProvider):
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
-            self._ws.close()
+            self._stack.close()
 
 
 def _from_url(url: str, name: str | None = None, closers: list[Callable[[], None]] | None = None) -> Chain:

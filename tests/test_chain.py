@@ -1,0 +1,180 @@
+"""Chain backends, the compile cache and deployment records."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import uuid
+
+import pytest
+
+from ledger import compiler
+from ledger.chain import ManagedNode, connect, embedded_journal_path, free_port, reset_embedded
+from ledger.deployment import Deployment, deploy, load_client
+from ledger.errors import BadInput, ChainUnavailable, DeploymentMissing
+from ledger.paths import PROJECT_ROOT, node_binary
+
+needs_anvil = pytest.mark.skipif(not node_binary("anvil").exists(), reason="anvil not installed (npm ci)")
+needs_hardhat = pytest.mark.skipif(
+    not node_binary("hardhat").exists(), reason="hardhat not installed (npm ci)"
+)
+
+
+def _port_is_free(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) != 0
+
+
+def test_embedded_journal_replays_state_and_clock():
+    with connect("embedded") as chain:
+        ledger, record = deploy(chain)
+        ledger.register_vehicle("car-1")
+        now = chain.latest_timestamp()
+        kid = uuid.uuid4()
+        ledger.record_session(
+            kid, b"\x01" * 32, "car-1", qber=0.01, final_key_bits=128, created_at=now, expires_at=now + 100
+        )
+        chain.advance_time(50)
+        head = chain.w3.eth.get_block("latest")
+    with connect("embedded") as chain:
+        replayed = chain.w3.eth.get_block("latest")
+        assert replayed["number"] == head["number"]
+        assert replayed["timestamp"] == head["timestamp"]
+        assert replayed["stateRoot"] == head["stateRoot"]  # the very same state
+        ledger = load_client(chain)
+        assert ledger.address == record.address
+        assert ledger.key_status(kid).status == "valid"
+        chain.advance_time(60)
+    with connect("embedded") as chain:
+        assert load_client(chain).key_status(kid).status == "expired"
+    assert reset_embedded()
+    assert not embedded_journal_path().exists()
+
+
+def test_throwaway_embedded_chain_writes_nothing():
+    with connect("embedded", persist=False) as chain:
+        deploy(chain, save=False)
+    assert not embedded_journal_path().exists()
+
+
+def test_corrupt_journal_is_reported():
+    path = embedded_journal_path()
+    path.parent.mkdir(parents=True)
+    path.write_text('{"ts": 1}\n')
+    with pytest.raises(ChainUnavailable, match="not an embedded-chain journal"):
+        connect("embedded")
+
+
+@pytest.mark.parametrize("spec", ["mainnet", "ftp://x", ""])
+def test_unknown_chain_spec(spec):
+    with pytest.raises(BadInput):
+        connect(spec)
+
+
+def test_unreachable_url():
+    port = free_port()
+    with pytest.raises(ChainUnavailable, match="no Ethereum JSON-RPC node"):
+        connect(f"http://127.0.0.1:{port}")
+
+
+def test_missing_and_stale_deployment_records():
+    with connect("embedded", persist=False) as chain:
+        with pytest.raises(DeploymentMissing, match="qkdiov deploy"):
+            load_client(chain)
+        _, record = deploy(chain)
+    # a new throw-away chain has the same chain id but no contract at the recorded address
+    with connect("embedded", persist=False) as chain:
+        assert Deployment.load(chain.chain_id) == record
+        with pytest.raises(DeploymentMissing, match="no contract at"):
+            load_client(chain)
+
+
+def test_compile_cache_skips_solc(monkeypatch):
+    first = compiler.compile_contracts()
+
+    def no_solc(_input):
+        raise AssertionError("solc ran although the sources did not change")
+
+    monkeypatch.setattr(compiler, "_run_solc", no_solc)
+    assert compiler.compile_contracts() == first
+    assert first["KeyLedger"].bytecode.startswith("0x6080")
+
+
+def test_signing_accounts_from_env(monkeypatch):
+    with connect("embedded", persist=False) as chain:
+        with pytest.raises(BadInput, match="not an Ethereum address"):
+            chain.account("0x1234")
+        with pytest.raises(BadInput, match="no private key"):
+            chain.account("0x" + "11" * 20)
+    monkeypatch.setenv("QKDIOV_PRIVATE_KEYS", "0xnot-a-key")
+    from ledger.chain import accounts_from_env
+
+    with pytest.raises(BadInput, match="QKDIOV_PRIVATE_KEYS"):
+        accounts_from_env()
+    monkeypatch.setenv("QKDIOV_PRIVATE_KEYS", "0x" + "01" * 32)
+    assert accounts_from_env()[0].address == "0x1a642f0E3c3aF545E7AcBD38b07251B3990914F1"
+
+
+@needs_anvil
+def test_managed_anvil_stops_cleanly_and_frees_its_port():
+    node = ManagedNode("anvil")
+    assert node.process.poll() is None
+    node.stop()
+    assert node.process.returncode is not None
+    assert _port_is_free(node.port)
+
+
+@needs_anvil
+def test_managed_anvil_keeps_state_between_commands():
+    with connect("anvil") as chain:
+        ledger, _ = deploy(chain)
+        ledger.register_vehicle("car-9")
+    with connect("anvil") as chain:
+        assert load_client(chain).vehicle("car-9").registered
+
+
+@needs_anvil
+def test_websocket_url_reaches_the_same_chain():
+    node = ManagedNode("anvil")
+    try:
+        with connect(node.url) as http_chain:
+            _, record = deploy(http_chain)
+        with connect(node.url.replace("http://", "ws://")) as ws_chain:
+            ledger = load_client(ws_chain)
+            assert ledger.address == record.address
+            ledger.register_vehicle("car-ws")
+            assert ledger.vehicle("car-ws").registered
+    finally:
+        node.stop()
+
+
+@needs_hardhat
+def test_managed_hardhat_node_runs_the_ledger():
+    with connect("hardhat", persist=False) as chain:
+        assert chain.chain_id == 31337
+        ledger, _ = deploy(chain, save=False)
+        ledger.register_vehicle("car-hh")
+        assert ledger.vehicle("car-hh").registered
+
+
+@needs_hardhat
+def test_hardhat_compiles_offline_with_solcjs(tmp_path):
+    result = subprocess.run(
+        [str(node_binary("hardhat")), "compile", "--force"],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env={
+            "PATH": "/usr/bin:/bin:/usr/local/bin",
+            "HARDHAT_DISABLE_TELEMETRY_PROMPT": "true",
+            "HOME": str(tmp_path),
+        },
+    )
+    assert result.returncode == 0, result.stderr
+    artifact = PROJECT_ROOT / "build" / "hardhat-artifacts" / "contracts" / "KeyLedger.sol" / "KeyLedger.json"
+    abi = json.loads(artifact.read_text())["abi"]
+    assert {i["name"] for i in abi if i["type"] == "function"} == {
+        i["name"] for i in compiler.artifact("KeyLedger").abi if i["type"] == "function"
+    }
