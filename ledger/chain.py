@@ -98,12 +98,13 @@ class Chain:
         if seconds <= 0:
             raise BadInput("advance_time needs a positive number of seconds")
         if self.name == "embedded":
+            # eth-tester's time_travel(t) mines at t - 1 and refuses t at or below the
+            # pending block's time, so set the pending timestamp and mine it directly.
             target = self.latest_timestamp() + seconds
-            tester = self.w3.provider.ethereum_tester  # type: ignore[attr-defined]
-            tester.time_travel(target)
+            _mine_embedded_block(self.w3.provider.ethereum_tester, target)  # type: ignore[attr-defined]
             if self._journal is not None:
                 self._journal.append_empty_block(target)
-            return target
+            return self.latest_timestamp()
         self.w3.provider.make_request("evm_increaseTime", [seconds])  # type: ignore[arg-type]
         self.w3.provider.make_request("evm_mine", [])  # type: ignore[arg-type]
         return self.latest_timestamp()
@@ -173,6 +174,16 @@ class EmbeddedJournal:
         self._append({"ts": timestamp})
 
 
+def _set_pending_timestamp(tester: Any, timestamp: int) -> None:
+    backend = tester.backend
+    backend.chain.header = backend.chain.header.copy(timestamp=timestamp)
+
+
+def _mine_embedded_block(tester: Any, timestamp: int) -> None:
+    _set_pending_timestamp(tester, timestamp)
+    tester.mine_blocks()
+
+
 def embedded_journal_path() -> Path:
     return state_dir() / "embedded" / "journal.jsonl"
 
@@ -196,10 +207,10 @@ def _embedded(persist: bool) -> Chain:
     w3 = Web3(EthereumTesterProvider(ethereum_tester=tester))
     for entry in entries:  # replay each block at the timestamp it had
         if "raw" in entry:
-            backend.chain.header = backend.chain.header.copy(timestamp=int(entry["ts"]))
+            _set_pending_timestamp(tester, int(entry["ts"]))
             tester.send_raw_transaction("0x" + entry["raw"])
         else:
-            tester.time_travel(int(entry["ts"]))
+            _mine_embedded_block(tester, int(entry["ts"]))
     if journal is not None and not entries:
         journal.start(genesis_ts)
     return Chain("embedded", w3, dev_accounts(), int(w3.eth.chain_id), _journal=journal)
