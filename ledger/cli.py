@@ -19,7 +19,6 @@ from rich.console import Console
 from rich.table import Table
 
 from . import ids
-from .client import VERIFY_REASONS
 from .errors import BadInput
 
 out = Console(highlight=False, soft_wrap=True)
@@ -333,7 +332,7 @@ def verify(
                 outcome = state.status
             else:
                 outcome = "ok" if data.get("commitment_matches", True) else "commitment-mismatch"
-            result = ledger.record_verification(key_id, outcome == "ok", VERIFY_REASONS[outcome])
+            result = ledger.record_verification(key_id, outcome == "ok", ids.VERIFY_REASONS[outcome])
             data["recorded"] = {"outcome": outcome, **tx_fields(result)}
     report(data, as_json)
 

@@ -25,8 +25,6 @@ from .chain import Chain
 from .errors import BadInput, LedgerError, TransactionRefused
 
 KEY_STATUSES = ("unknown", "valid", "revoked", "expired")
-# Reason codes of recordVerification: why a verifier accepted or refused a key.
-VERIFY_REASONS = {"ok": 0, "unknown": 1, "revoked": 2, "expired": 3, "commitment-mismatch": 4}
 RECEIPT_TIMEOUT_S = 120
 EMBEDDED_TX_GAS = 5_000_000
 REVERT_ERRORS = (ContractCustomError, ContractLogicError, ContractPanicError)

@@ -18,9 +18,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .chain import connect
-from .client import VERIFY_REASONS, KeyLedgerClient
+from .client import KeyLedgerClient
 from .compiler import compile_contracts
 from .deployment import deploy
+from .ids import VERIFY_REASONS
 from .merkle import MerkleTree, key_leaf, verify
 
 COMMITMENT_TAG = b"qkd-iov/key-commitment/v1"

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 import uuid
 
-from web3 import Web3
+from eth_utils import keccak
 
 from .errors import BadInput
 
@@ -20,11 +20,14 @@ _HEX64 = re.compile(r"^(0x)?[0-9a-fA-F]{64}$")
 
 ROLE_NAMES = {
     "admin": b"\x00" * 32,  # OpenZeppelin's DEFAULT_ADMIN_ROLE
-    "key-manager": Web3.keccak(text="KEY_MANAGER_ROLE"),
-    "verifier": Web3.keccak(text="VERIFIER_ROLE"),
+    "key-manager": keccak(text="KEY_MANAGER_ROLE"),
+    "verifier": keccak(text="VERIFIER_ROLE"),
 }
 
 PROTOCOLS = {"bb84": 1, "e91": 2}
+
+# Reason codes of recordVerification: why a verifier accepted or refused a key.
+VERIFY_REASONS = {"ok": 0, "unknown": 1, "revoked": 2, "expired": 3, "commitment-mismatch": 4}
 
 
 def key_id(value: str | uuid.UUID) -> bytes:

@@ -17,9 +17,10 @@ from web3 import Web3
 
 from ledger import ids, merkle
 from ledger.chain import Chain
-from ledger.client import VERIFY_REASONS, KeyLedgerClient
+from ledger.client import KeyLedgerClient
 from ledger.deployment import deploy
 from ledger.errors import BadInput, TransactionRefused
+from ledger.ids import VERIFY_REASONS
 
 CAR = "car-1"
 OTHER_CAR = "car-2"
