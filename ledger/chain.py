@@ -152,7 +152,15 @@ class EmbeddedJournal:
     def read(self) -> tuple[int | None, list[dict[str, Any]]]:
         if not self.path.exists():
             return None, []
-        lines = [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+        text = self.path.read_text()
+        if text and not text.endswith("\n"):
+            # A write cut short by a crash: its transaction was never acknowledged, so drop it.
+            text = text[: text.rfind("\n") + 1]
+            self.path.write_text(text)
+        try:
+            lines = [json.loads(line) for line in text.splitlines() if line.strip()]
+        except ValueError:
+            raise ChainUnavailable(f"{self.path} is corrupt: delete it to start afresh") from None
         if not lines or "genesis_timestamp" not in lines[0]:
             raise ChainUnavailable(f"{self.path} is not an embedded-chain journal: delete it to start afresh")
         return int(lines[0]["genesis_timestamp"]), lines[1:]

@@ -286,6 +286,8 @@ def record(
         raise BadInput(f"--ttl must be positive, got {ttl}")
     with ledger_client(chain, sender) as ledger:
         now = ledger.chain.latest_timestamp()
+        if now + ttl >= 2**64:
+            raise BadInput(f"--ttl {ttl} puts the expiry past the contract's uint64 range")
         result = ledger.record_session(
             key_id,
             raw_commitment,

@@ -18,7 +18,14 @@ from eth_abi import decode as abi_decode
 from eth_account.signers.local import LocalAccount
 from eth_utils import event_abi_to_log_topic, function_signature_to_4byte_selector
 from web3 import Web3
-from web3.exceptions import ContractCustomError, ContractLogicError, ContractPanicError, TimeExhausted
+from web3.exceptions import (
+    ContractCustomError,
+    ContractLogicError,
+    ContractPanicError,
+    MismatchedABI,
+    TimeExhausted,
+    Web3ValidationError,
+)
 
 from . import ids
 from .chain import Chain
@@ -290,7 +297,10 @@ class KeyLedgerClient:
     def transact(self, function: str, *args: Any, sender: LocalAccount | None = None) -> TxResult:
         """Estimate, sign, send and wait for one contract call; decode its events."""
         acct = sender or self.sender
-        data = self.contract.functions[function](*args)._encode_transaction_data()
+        try:
+            data = self.contract.functions[function](*args)._encode_transaction_data()
+        except (Web3ValidationError, MismatchedABI, ValueError, TypeError, OverflowError) as exc:
+            raise BadInput(f"{function}: arguments do not fit the contract's types: {exc}") from None
         call = {"from": acct.address, "to": self.address, "data": data}
         try:
             gas = self._gas_limit(call)

@@ -63,6 +63,9 @@ def main(argv: list[str] | None = None) -> None:
     """Run the CLI; map user mistakes to one line and exit 2."""
     try:
         code = app.main(args=argv, prog_name="qkdiov", standalone_mode=False)
+    except click.exceptions.NoArgsIsHelpError as exc:
+        print(exc.ctx.get_help() if exc.ctx else exc.format_message())
+        sys.exit(0)
     except click.UsageError as exc:
         print(f"error: {exc.format_message()}", file=sys.stderr)
         sys.exit(2)
