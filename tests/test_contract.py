@@ -726,8 +726,6 @@ def test_revoked_takes_precedence_over_expired(
     assert status(ledger, kid) == "revoked"
 
 
-
-
 def test_advance_time_moves_the_latest_block_by_the_given_seconds(chain: Chain) -> None:
     before = chain.latest_timestamp()
     returned = chain.advance_time(1)
