@@ -14,6 +14,7 @@ from rich.table import Table
 
 from ledger import cli as ledger_cli
 from ledger.errors import LedgerError
+from qkd import cli as qkd_cli
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -25,6 +26,16 @@ app.add_command(ledger_cli.node)
 app.add_command(ledger_cli.deploy)
 app.add_command(ledger_cli.console)
 app.add_command(ledger_cli.app)
+app.add_command(qkd_cli.qkd)
+
+
+@app.group()
+def bench() -> None:
+    """Measure: print figures and ratios (docs/BENCHMARKS.md has the published ones)."""
+
+
+bench.add_command(qkd_cli.bench_qkd)
+bench.add_command(qkd_cli.bench_cascade)
 
 
 @app.command()

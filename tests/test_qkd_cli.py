@@ -1,0 +1,95 @@
+"""``qkdiov qkd`` and ``qkdiov bench``: the JSON contract and one-line errors for bad flags."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from vehicles.cli import main
+
+JSON_FIELDS = {
+    "protocol", "signals", "sifted_bits", "qber", "qber_upper_bound", "aborted", "abort_reason",
+    "reconciliation", "keys_match", "final_key_bits", "secret_fraction", "key_id", "key_sha256", "timings_s",
+}  # fmt: skip
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as exit_info:
+        main(list(argv))
+    captured = capsys.readouterr()
+    return int(exit_info.value.code or 0), captured.out, captured.err
+
+
+def test_qkd_json_has_the_documented_fields(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(
+        capsys, "qkd", "--signals", "40000", "--depolarizing", "0.04", "--seed", "1", "--json"
+    )
+    assert code == 0, err
+    report = json.loads(out)
+    assert report.keys() >= JSON_FIELDS
+    assert report["keys_match"] is True and report["final_key_bits"] > 0
+    assert set(report["reconciliation"]) >= {"method", "efficiency", "leaked_bits", "channel_uses"}
+    assert report["timings_s"]["total"] >= max(v for k, v in report["timings_s"].items() if k != "total")
+
+
+def test_qkd_eve_aborts_in_json(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "qkd", "--signals", "20000", "--eve-fraction", "1", "--seed", "2", "--json")
+    report = json.loads(out)
+    assert code == 0 and report["aborted"] and report["keys_match"] is False
+    assert "QBER" in report["abort_reason"]
+
+
+def test_qkd_table_output(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "qkd", "--signals", "20000", "--protocol", "e91", "--seed", "3")
+    assert code == 0
+    assert "E91 session" in out and "CHSH" in out and "keys match" in out
+
+
+@pytest.mark.parametrize(
+    ("argv", "fragment"),
+    [
+        (["qkd", "--signals", "0"], "--signals"),
+        (["qkd", "--signals", "many"], "--signals"),
+        (["qkd", "--protocol", "b92"], "--protocol"),
+        (["qkd", "--channel", "copper"], "--channel"),
+        (["qkd", "--eve-fraction", "1.5"], "eve fraction"),
+        (["qkd", "--depolarizing", "-0.1"], "depolarizing"),
+        (["qkd", "--channel", "fiber", "--distance-km", "-5"], "distance"),
+        (["qkd", "--eps-sec", "0"], "eps-sec"),
+        (["qkd", "--reconciliation", "ldpc"], "--reconciliation"),
+        (["bench", "cascade", "--frames", "0"], "--frames"),
+        (["bench", "teleport"], "teleport"),
+    ],
+)
+def test_bad_flags_exit_2_with_one_line(
+    capsys: pytest.CaptureFixture[str], argv: list[str], fragment: str
+) -> None:
+    code, out, err = run(capsys, *argv)
+    assert code == 2 and out == ""
+    assert len(err.strip().splitlines()) == 1 and err.startswith("error:"), err
+    assert fragment in err
+
+
+def test_bench_qkd_quick_reports_its_fields(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(capsys, "bench", "qkd", "--quick", "--json")
+    assert code == 0, err
+    report = json.loads(out)
+    for field in ("signals_per_s", "naive_signals_per_s", "speedup", "cascade_bits_per_s",
+                  "amplification_bits_per_s", "session_s", "final_key_bits_per_s"):  # fmt: skip
+        assert report[field] > 0, field
+    assert report["keys_match"] is True
+    assert report["speedup"] == pytest.approx(
+        report["signals_per_s"] / report["naive_signals_per_s"], rel=0.01
+    )
+
+
+def test_bench_cascade_quick_rows(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(capsys, "bench", "cascade", "--quick", "--json")
+    assert code == 0, err
+    rows = json.loads(out)["rows"]
+    assert {r["method"] for r in rows} == {"original", "biconf", "yanetal"}
+    for row in rows:
+        assert set(row) >= {"method", "qber", "n", "frames", "efficiency_mean", "frame_error_rate",
+                            "channel_uses_mean", "bits_per_s"}  # fmt: skip
+        assert 1.0 < row["efficiency_mean"] < 1.6 and 0 <= row["frame_error_rate"] <= 1

@@ -1,0 +1,103 @@
+"""Whole QKD sessions: keys match, attacks abort, results are seeded and keep keys private."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+
+import numpy as np
+import pytest
+
+from qkd.channel import build
+from qkd.session import SessionConfig, run_session
+
+NOISY = build("ideal", depolarizing=0.04)  # QBER 2%
+
+
+def _run(**kwargs):
+    return run_session(SessionConfig(**{"channel": NOISY, "signals": 60_000, "seed": 7, **kwargs}))
+
+
+def test_honest_bb84_session_gives_matching_keys() -> None:
+    result = _run()
+    assert not result.aborted, result.abort_reason
+    assert result.keys_match and result.final_key_bits > 0
+    assert abs(result.qber - 0.02) < 0.01
+    assert result.qber <= result.qber_upper_bound
+    assert result.key_sha256 == hashlib.sha256(np.packbits(result.alice_key).tobytes()).hexdigest()
+    assert uuid.UUID(result.key_id).version == 4
+    rec = result.reconciliation
+    assert rec is not None and rec.errors_before > 0 and rec.errors_after == 0
+    assert rec.leaked_bits == result.classical["reconciliation"]["disclosed_bits"]
+    assert result.final_key_bits < result.sifted_bits - result.sample_bits - rec.leaked_bits
+
+
+def test_same_seed_same_session_and_other_seed_other_key() -> None:
+    first, again, other = _run(), _run(), _run(seed=8)
+    strip = lambda r: {k: v for k, v in r.as_dict().items() if k != "timings_s"}  # noqa: E731
+    assert strip(first) == strip(again)
+    assert np.array_equal(first.alice_key, again.alice_key)
+    assert other.key_sha256 != first.key_sha256 and other.key_id != first.key_id
+
+
+def test_full_intercept_resend_aborts() -> None:
+    result = _run(eve_fraction=1.0)
+    assert result.aborted and "QBER" in result.abort_reason
+    assert result.qber > 0.2
+    assert not result.keys_match and result.final_key_bits == 0 and result.key_sha256 is None
+
+
+def test_partial_eavesdropping_raises_the_qber_by_a_quarter_of_the_fraction() -> None:
+    result = run_session(SessionConfig(channel=build("ideal"), signals=60_000, seed=3, eve_fraction=0.2))
+    assert abs(result.actual_qber - 0.05) < 0.01  # f/4
+    assert result.keys_match  # 5% is below the 11% threshold: the key is shorter but still secret
+
+
+def test_higher_qber_gives_a_shorter_key() -> None:
+    low = _run(channel=build("ideal", depolarizing=0.02))
+    high = _run(channel=build("ideal", depolarizing=0.08))
+    assert low.final_key_bits > high.final_key_bits > 0
+
+
+def test_e91_honest_session_and_attack() -> None:
+    honest = _run(protocol="e91", channel=build("ideal"))
+    assert not honest.aborted, honest.abort_reason
+    assert honest.keys_match and honest.chsh["s"] > 2.6
+    attacked = _run(protocol="e91", channel=build("ideal"), eve_fraction=1.0)
+    assert attacked.aborted and attacked.chsh["s"] <= 2.1
+
+
+def test_too_few_signals_abort_with_a_reason() -> None:
+    result = _run(signals=200)
+    assert result.aborted and "too few" in result.abort_reason
+
+
+def test_finite_key_bound_can_leave_nothing() -> None:
+    result = _run(signals=3_000, eps_sec=1e-20)
+    assert result.aborted and "finite-key" in result.abort_reason
+    assert result.verification_passed
+
+
+def test_result_never_shows_key_material() -> None:
+    result = _run()
+    key_hex = np.packbits(result.alice_key).tobytes().hex()
+    assert "alice_key" not in repr(result) and "bob_key" not in repr(result)
+    assert key_hex[:32] not in repr(result) and key_hex[:32] not in str(result.as_dict())
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "fragment"),
+    [
+        ("signals", 0, "signals"),
+        ("protocol", "b92", "unknown protocol"),
+        ("eve_fraction", 1.5, "eve fraction"),
+        ("reconciliation", "ldpc", "unknown reconciliation"),
+        ("eps_sec", 0.0, "eps-sec"),
+        ("eps_cor", 2.0, "eps-cor"),
+        ("sample_fraction", 1.0, "sample fraction"),
+        ("seed", -1, "seed"),
+    ],
+)
+def test_bad_configuration_is_refused(field: str, value: object, fragment: str) -> None:
+    with pytest.raises(ValueError, match=fragment):
+        SessionConfig(channel=NOISY, **{field: value})
