@@ -22,7 +22,7 @@ $(NODE_OK): package.json package-lock.json
 	@touch $@
 
 demo: setup
-	$(BIN)/qkdiov demo
+	$(BIN)/qkdiov simulate --scenario highway --out runs/demo
 
 test: setup
 	$(BIN)/python -m pytest -q

@@ -187,7 +187,7 @@ def bench_qkd(quick: bool, seed: int, as_json: bool) -> None:
 
     with progress_bar(enabled=err.is_terminal) as update:
         report = run_qkd_bench(quick=quick, seed=seed, progress=update)
-    _report(report, as_json)
+    report_figures(report, as_json)
 
 
 @click.command("cascade")
@@ -201,10 +201,11 @@ def bench_cascade(quick: bool, frames: int | None, seed: int, as_json: bool) -> 
 
     with progress_bar(enabled=err.is_terminal) as update:
         report = run_cascade_bench(quick=quick, frames=frames, seed=seed, progress=update)
-    _report(report, as_json)
+    report_figures(report, as_json)
 
 
-def _report(report: dict[str, Any], as_json: bool) -> None:
+def report_figures(report: dict[str, Any], as_json: bool) -> None:
+    """Benchmark figures: one JSON object, or a table of scalars and one table per list of rows."""
     if as_json:
         print(json.dumps(report))
         return

@@ -38,6 +38,135 @@ bench.add_command(qkd_cli.bench_qkd)
 bench.add_command(qkd_cli.bench_cascade)
 
 
+@bench.command("sim")
+@ledger_cli.chain_option
+@click.option("--quick", is_flag=True, help="20 and 40 vehicles for 2 s: a smoke test, not a figure.")
+@ledger_cli.json_option
+def bench_sim(chain: str, quick: bool, as_json: bool) -> None:
+    """Simulator speed: real-time factor and events/s, scaling over 100/200/500/1000 vehicles at 10 Hz."""
+    from vehicles.bench import run_sim_bench
+
+    with ledger_cli.err.status("measuring") as status:
+        report = run_sim_bench(chain=chain, quick=quick, progress=lambda msg: status.update(msg))
+    qkd_cli.report_figures(report, as_json)
+
+
+@app.command()
+@click.option(
+    "--scenario", "scenario_file", default=None, help="TOML file, or a bundled name: highway, urban-grid."
+)
+@click.option("--vehicles", type=click.IntRange(min=0), default=None, help="Vehicles at the start.")
+@click.option("--rsus", type=click.IntRange(min=1), default=None, help="Roadside units.")
+@click.option("--duration", type=float, default=None, help="Simulated seconds.")
+@click.option("--cipher", type=click.Choice(["otp", "aes-gcm"]), default=None)
+@ledger_cli.chain_option
+@click.option("--seed", type=click.IntRange(min=0), default=None)
+@click.option(
+    "--out", "out_dir", type=click.Path(file_okay=False), default=None, help="Write JSON, CSV and plots here."
+)
+@click.option("--replications", type=click.IntRange(min=1, max=64), default=1, show_default=True)
+@ledger_cli.json_option
+def simulate(
+    scenario_file: str | None,
+    vehicles: int | None,
+    rsus: int | None,
+    duration: float | None,
+    cipher: str | None,
+    chain: str,
+    seed: int | None,
+    out_dir: str | None,
+    replications: int,
+    as_json: bool,
+) -> None:
+    """Run the V2V/V2I simulation: QKD keys, ledger records, encrypted traffic, metrics."""
+    from pathlib import Path
+
+    from rich.progress import Progress
+
+    from vehicles import scenario as scenarios
+    from vehicles.simulate import replicate, run
+
+    try:
+        base = scenarios.load(scenario_file if scenario_file is not None else "highway")
+        chosen = base.with_overrides(
+            vehicles=vehicles,
+            rsus=rsus,
+            duration_s=duration,
+            seed=seed,
+            chain=chain,
+            **{"keys.cipher": cipher},
+        )
+    except scenarios.ScenarioError as exc:
+        raise click.UsageError(str(exc)) from None
+    if replications > 1:
+        with ledger_cli.err.status(f"{replications} replications in parallel"):
+            report = replicate(chosen, replications)
+        if as_json:
+            print(json.dumps(report))
+            return
+        table = Table(title=f"{replications} replications, seeds {report['seeds']}", title_justify="left")
+        for column in ("metric", "mean", "95% CI half-width"):
+            table.add_column(column, justify="right")
+        for name, ci in report["metrics"].items():
+            table.add_row(name, _fmt(ci["mean"]), _fmt(ci["ci95"]))
+        ledger_cli.out.print(table)
+        return
+    with Progress(console=ledger_cli.err, transient=True, disable=not ledger_cli.err.is_terminal) as bar:
+        task = bar.add_task(f"simulating {chosen.duration_s:g} s", total=1.0)
+        summary, _ = run(
+            chosen,
+            out_dir=Path(out_dir) if out_dir else None,
+            progress=lambda fraction: bar.update(task, completed=fraction),
+        )
+    if as_json:
+        print(json.dumps(summary))
+        return
+    _print_simulation(summary, out_dir)
+
+
+def _fmt(value: object) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:,.4g}"
+    return str(value)
+
+
+def _print_simulation(s: dict, out_dir: str | None) -> None:
+    table = Table(
+        title=(
+            f"{s['vehicles']} vehicles, {s['rsus']} RSUs, {s['duration_s']:g} s, {s['cipher']}, "
+            f"chain {s['chain']}"
+        ),
+        title_justify="left",
+        show_header=False,
+    )
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    lat, val, led, keys = s["latency_ms"], s["validation_latency_ms"], s["ledger"], s["keys"]
+    rows = [
+        ("messages sent / delivered", f"{s['messages_sent']:,} / {s['messages_delivered']:,}"),
+        (f"PDR within {s['radio_range_m']:.0f} m", _fmt(s["pdr"])),
+        ("latency p50 / p95 / p99 (ms)", f"{_fmt(lat['p50'])} / {_fmt(lat['p95'])} / {_fmt(lat['p99'])}"),
+        ("validation p50 / p99 (ms, wall)", f"{_fmt(val['p50'])} / {_fmt(val['p99'])}"),
+        ("throughput (kb/s)", _fmt(s["throughput_kbps"])),
+        ("MAC/PHY overhead", _fmt(s["mac_phy_overhead"])),
+        ("energy (J)", _fmt(s["energy_j"])),
+        ("QKD sessions (aborted)", f"{keys['sessions']} ({keys['aborted']})"),
+        ("key bits generated / consumed", f"{keys['bits_generated']:,} / {keys['bits_consumed']:,}"),
+        ("ledger tx / records", f"{led['transactions']} / {led['records']}"),
+        ("ledger tx/s, records/s (wall)", f"{_fmt(led['tps'])}, {_fmt(led['records_per_s'])}"),
+        ("rejected", ", ".join(f"{k} {v:,}" for k, v in s["rejected"].items()) or "none"),
+        ("dropped at the sender", ", ".join(f"{k} {v:,}" for k, v in s["dropped"].items()) or "none"),
+        ("wall time (s)", _fmt(s["wall_s"])),
+    ]
+    for name, value in rows:
+        table.add_row(name, value)
+    ledger_cli.out.print(table)
+    if out_dir:
+        ledger_cli.out.print(f"outputs (JSON, CSV, PNG plots) in {out_dir}/")
+
+
 @app.command()
 @ledger_cli.chain_option
 @ledger_cli.json_option

@@ -1,0 +1,225 @@
+"""The vehicle simulator end to end on the embedded chain: small, seeded scenarios."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from vehicles import scenario as scenarios
+from vehicles.cli import main
+from vehicles.metrics import MessageRecord, Metrics, percentiles_ms
+from vehicles.simulate import confidence_interval, run
+from vehicles.world import LEDGER_SYNC_S
+
+WALL_CLOCK_FIELDS = {"wall_s", "validation_latency_ms", "ledger", "outputs"}
+SIMULATE_FIELDS = {
+    "vehicles", "rsus", "duration_s", "cipher", "chain", "messages_sent", "messages_delivered", "pdr",
+    "latency_ms", "validation_latency_ms", "ledger", "throughput_kbps", "energy_j", "keys", "rejected",
+    "wall_s",
+}  # fmt: skip
+OUTPUT_FILES = {
+    "config.json", "summary.json", "messages.csv", "keys.csv", "pdr_vs_distance.png", "latency_cdf.png",
+    "validation_latency_cdf.png", "key_pool_levels.png", "ledger_records.png",
+}  # fmt: skip
+
+
+def small(cipher: str, **changes: object) -> scenarios.Scenario:
+    base = scenarios.load("highway")
+    keys = dataclasses.replace(base.keys, cipher=cipher, qkd_signals=100_000, refill_below_bits=8_192)
+    road = dataclasses.replace(base.road, length_m=800.0, entry_rate_per_s=0.3)
+    revocation = scenarios.RevocationConfig(vehicle=1, at_s=3.0)
+    values = {
+        "vehicles": 8,
+        "rsus": 2,
+        "duration_s": 6.0,
+        "keys": keys,
+        "road": road,
+        "revocation": revocation,
+    }
+    return scenarios.validate(dataclasses.replace(base, **{**values, **changes}), origin="test")
+
+
+@pytest.fixture(scope="module")
+def aes_run():
+    return run(small("aes-gcm"))
+
+
+@pytest.fixture(scope="module")
+def otp_run():
+    return run(small("otp"))
+
+
+def test_summary_has_the_documented_fields(aes_run) -> None:
+    summary, _ = aes_run
+    assert summary.keys() >= SIMULATE_FIELDS
+    assert summary["messages_delivered"] > 0 and 0 < summary["pdr"] <= 1
+    assert summary["keys"]["sessions"] > 0 and summary["ledger"]["records"] > 0
+    assert set(summary["ledger"]) >= {"transactions", "tps", "records", "records_per_s"}
+
+
+def test_same_seed_gives_an_identical_summary(aes_run) -> None:
+    again, _ = run(small("aes-gcm"))
+    first, _ = aes_run
+    strip = lambda s: {k: v for k, v in s.items() if k not in WALL_CLOCK_FIELDS}  # noqa: E731
+    assert strip(first) == strip(again)
+    other, _ = run(small("aes-gcm", seed=2))
+    assert strip(other) != strip(first)
+
+
+def test_otp_never_reuses_a_pad_bit(otp_run) -> None:
+    _, world = otp_run
+    assert world.pad_segments, "the run sent no OTP message"
+    used: dict[str, list[tuple[int, int]]] = {}
+    for segment in world.pad_segments:
+        used.setdefault(segment.key_id, []).append((segment.offset, segment.offset + segment.length))
+    for key_id, spans in used.items():
+        spans.sort()
+        for (_, end), (start, _) in itertools.pairwise(spans):
+            assert start >= end, f"key {key_id}: pad bits {start}..{end} used twice"
+        assert spans[-1][1] <= world.key_store[key_id].size
+    consumed = sum(v.pool.bits_consumed for v in world.vehicles.values())
+    assert consumed == sum(s.length for s in world.pad_segments)
+
+
+def test_replayed_messages_are_rejected(aes_run) -> None:
+    summary, world = aes_run
+    assert world.replays_injected > 0
+    assert summary["rejected"].get("replay", 0) >= world.replays_injected
+    assert "replay-accepted" not in summary["rejected"]
+
+
+def test_tampered_message_is_rejected(aes_run) -> None:
+    _, world = aes_run
+    key_id = next(iter(world.keys_used))
+    vehicle = next(v for v in world.vehicles.values() if v.pool.bits_added and not v.banned)
+    sealed = vehicle.cipher.encrypt(b"brake warning", vehicle.pool, world.env.now)
+    wire = bytearray(sealed.to_bytes())
+    assert world._validate_and_open(sealed, bytes(wire)) in {"ok", "revoked", "expired"}
+    wire[-20] ^= 0x01  # one bit of the ciphertext
+    assert world._validate_and_open(sealed, bytes(wire)) in {"tampered", "revoked"}
+    assert key_id in world.key_store
+
+
+def test_revoked_vehicle_is_accepted_before_and_rejected_after(aes_run) -> None:
+    summary, world = aes_run
+    revoked, at = world.revoked_vehicle, world.revoked_at
+    assert revoked is not None and at is not None
+    mine = [m for m in world.metrics.messages if m.sender == revoked and m.key_id]
+    before = [m for m in mine if m.sent_at < at]
+    after = [m for m in mine if m.sent_at > at + LEDGER_SYNC_S + 0.01]
+    assert before and after, "the revoked vehicle must send on both sides of the revocation"
+    assert any(m.delivered for m in before) and not any(m.rejected for m in before)
+    assert all(m.delivered == 0 for m in after)
+    assert any(m.rejected for m in after)
+    assert summary["rejected"]["revoked"] >= sum(m.rejected for m in after)
+
+
+def test_pdr_falls_with_distance(aes_run) -> None:
+    _, world = aes_run
+    rows = world.metrics.pdr_by_distance()
+    near = np.mean([r["pdr"] for r in rows if r["distance_m"] < 150])
+    far = np.mean([r["pdr"] for r in rows if r["distance_m"] > 350])
+    assert near > far
+
+
+def test_keys_used_are_exactly_keys_recorded_on_the_ledger(otp_run) -> None:
+    _, world = otp_run
+    recorded = set(world.view.key_ids())
+    assert world.keys_used and world.keys_used <= recorded
+    for key_id in world.keys_used:
+        record = world.view.record(key_id)
+        assert record is not None
+        assert record.commitment.hex().removeprefix("0x") == world.key_commitment_of(key_id)
+    assert len(recorded) == len(world.metrics.key_rows)  # nothing recorded that no session produced
+
+
+def test_metric_definitions_on_a_hand_checked_case() -> None:
+    metrics = Metrics(pdr_range_m=100.0)
+    record = MessageRecord(1, "cam", 7, 0.0, 100, 150, "k", expected=0)
+    metrics.on_air(record, np.array([10.0, 60.0, 90.0]))  # three receivers in range: bins 0, 1, 1
+    record.expected = 3
+    metrics.delivered(record, np.array([10.0, 90.0, 250.0]), latency_s=0.002)  # 250 m: beyond the range
+    summary = metrics.summary(duration_s=2.0)
+    assert summary["pdr"] == pytest.approx(2 / 3)
+    assert summary["throughput_kbps"] == pytest.approx(3 * 800 / 2.0 / 1000)
+    assert summary["mac_phy_overhead"] == pytest.approx(50 / 150)
+    assert summary["latency_ms"]["p50"] == pytest.approx(2.0)
+    assert [r["pdr"] for r in metrics.pdr_by_distance()] == [1.0, 0.5]
+
+
+def test_weighted_percentiles_and_confidence_intervals() -> None:
+    result = percentiles_ms([0.001, 0.002, 0.010], [98, 1, 1])
+    assert result["p50"] == pytest.approx(1.0) and result["p99"] == pytest.approx(2.0)
+    assert result["mean"] == pytest.approx((98 * 1 + 2 + 10) / 100)
+    ci = confidence_interval([1.0, 2.0, 3.0])
+    assert ci["mean"] == 2.0 and ci["ci95"] == pytest.approx(4.303 * 1.0 / 3**0.5)
+
+
+def test_outputs_are_written(tmp_path: Path) -> None:
+    summary, _ = run(small("aes-gcm", duration_s=2.0, vehicles=4), out_dir=tmp_path)
+    names = {p.name for p in tmp_path.iterdir()}
+    assert names >= OUTPUT_FILES
+    assert json.loads((tmp_path / "config.json").read_text())["seed"] == 1
+    assert json.loads((tmp_path / "summary.json").read_text())["messages_sent"] == summary["messages_sent"]
+
+
+def _exit(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
+    with pytest.raises(SystemExit) as info:
+        main(list(argv))
+    return int(info.value.code or 0), capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("content", "fragment"),
+    [
+        ("[scenario\nname = 1", "not valid TOML"),
+        ("[scenario]\nvehicles = 'many'", "scenario.vehicles must be an integer"),
+        ("[scenario]\nspeed = 3", "unknown key scenario.speed"),
+        ("[weather]\nrain = true", "unknown section [weather]"),
+        ("[keys]\ncipher = 'rot13'", "keys.cipher must be one of"),
+        ("[road]\nkind = 'roundabout'", "road.kind must be one of"),
+        ("[scenario]\nduration_s = -1", "duration must be"),
+        ("[revocation]\nvehicle = 2", "revocation needs both"),
+    ],
+)
+def test_bad_scenario_files_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: str, fragment: str
+) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(content)
+    code, err = _exit(capsys, "simulate", "--scenario", str(path))
+    assert code == 2 and err.startswith("error:") and len(err.strip().splitlines()) == 1
+    assert fragment in err, err
+
+
+@pytest.mark.parametrize(
+    ("argv", "fragment"),
+    [
+        (["--scenario", "nowhere"], "no scenario file"),
+        (["--vehicles", "-3"], "--vehicles"),
+        (["--duration", "0"], "duration must be"),
+        (["--cipher", "des"], "--cipher"),
+        (["--replications", "0"], "--replications"),
+        (["--chain", "mainnet-please", "--duration", "1"], "unknown chain"),
+    ],
+)
+def test_bad_flags_exit_2(capsys: pytest.CaptureFixture[str], argv: list[str], fragment: str) -> None:
+    code, err = _exit(capsys, "simulate", *argv)
+    assert code == 2 and err.startswith("error:") and len(err.strip().splitlines()) == 1
+    assert fragment in err, err
+
+
+def test_bench_sim_quick_reports_its_fields(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["bench", "sim", "--quick", "--json"])
+    assert int(info.value.code or 0) == 0
+    report = json.loads(capsys.readouterr().out)
+    for field in ("vehicles", "simulated_s", "wall_s", "realtime_factor", "events_per_s"):
+        assert report[field] > 0, field
+    assert [row["vehicles"] for row in report["scaling"]] == [20, 40]
+    assert all(row["frames"] > 0 and row["events"] > 0 for row in report["scaling"])

@@ -1,0 +1,82 @@
+"""``qkdiov bench sim``: how fast the simulator runs, and how its cost grows with vehicles.
+
+Density is held constant (the highway grows with the fleet: 20 m of road per vehicle
+over three lanes, one RSU per 25 vehicles), so each frame reaches about as many
+receivers at every size and linear scaling is the expectation. CAMs go out at a fixed
+10 Hz (ETSI triggers off) so the offered load is exactly vehicles x 10 frames/s.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+from typing import Any
+
+from .scenario import Scenario, load, validate
+from .simulate import run
+
+SCALING_VEHICLES = (100, 200, 500, 1000)
+
+
+def bench_scenario(vehicles: int, duration_s: float, chain: str) -> Scenario:
+    base = load("highway")
+    return validate(
+        dataclasses.replace(
+            base,
+            vehicles=vehicles,
+            rsus=max(1, vehicles // 25),
+            duration_s=duration_s,
+            chain=chain,
+            road=dataclasses.replace(base.road, length_m=max(500.0, 20.0 * vehicles), entry_rate_per_s=0.0),
+            traffic=dataclasses.replace(
+                base.traffic, beacon_hz=10.0, etsi_triggers=False, denm_rate_per_s=0.0
+            ),
+            keys=dataclasses.replace(base.keys, qkd_signals=100_000),
+            revocation=dataclasses.replace(base.revocation, vehicle=None, at_s=None),
+        ),
+        origin="bench",
+    )
+
+
+def run_sim_bench(
+    *, chain: str = "embedded", quick: bool = False, progress: Callable[[str], None] | None = None
+) -> dict[str, Any]:
+    say = progress or (lambda message: None)
+    sizes = (20, 40) if quick else SCALING_VEHICLES
+    duration = 2.0 if quick else 10.0
+    rows = []
+    for vehicles in sizes:
+        say(f"{vehicles} vehicles")
+        scenario = bench_scenario(vehicles, duration, chain)
+        started = time.perf_counter()
+        summary, world = run(scenario)
+        wall = time.perf_counter() - started
+        rows.append(
+            {
+                "vehicles": vehicles,
+                "simulated_s": duration,
+                "wall_s": round(wall, 3),
+                "setup_s": round(world.setup_s, 3),
+                "run_s": round(world.run_s, 3),
+                "realtime_factor": round(duration / world.run_s, 3),
+                "events": world.env.events_processed,
+                "events_per_s": round(world.env.events_processed / world.run_s),
+                "frames": summary["messages_sent"],
+                "receptions": summary["messages_delivered"],
+                "qkd_sessions": summary["keys"]["sessions"],
+                "ledger_transactions": summary["ledger"]["transactions"],
+                "pdr": summary["pdr"],
+            }
+        )
+    headline = next((r for r in rows if r["vehicles"] == 500), rows[-1])
+    return {
+        "chain": chain,
+        "quick": quick,
+        "vehicles": headline["vehicles"],
+        "simulated_s": headline["simulated_s"],
+        "wall_s": headline["run_s"],
+        "realtime_factor": headline["realtime_factor"],
+        "events_per_s": headline["events_per_s"],
+        "scaling": rows,
+    }
