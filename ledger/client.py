@@ -382,6 +382,18 @@ class KeyLedgerClient:
     def register_vehicle(self, vehicle: str) -> TxResult:
         return self.transact("registerVehicle", ids.vehicle_id(vehicle))
 
+    def register_vehicles(self, vehicles: Sequence[str], *, per_transaction: int = 100) -> list[TxResult]:
+        """Register many vehicles through the contract's ``multicall``: one transaction per
+        ``per_transaction`` vehicles instead of one each (every registration still emits its event)."""
+        results = []
+        for start in range(0, len(vehicles), per_transaction):
+            calls = [
+                self.contract.functions.registerVehicle(ids.vehicle_id(v))._encode_transaction_data()
+                for v in vehicles[start : start + per_transaction]
+            ]
+            results.append(self.transact("multicall", [bytes.fromhex(c[2:]) for c in calls]))
+        return results
+
     def deregister_vehicle(self, vehicle: str) -> TxResult:
         return self.transact("deregisterVehicle", ids.vehicle_id(vehicle))
 

@@ -111,13 +111,18 @@ def simulate(
             table.add_row(name, _fmt(ci["mean"]), _fmt(ci["ci95"]))
         ledger_cli.out.print(table)
         return
+    from vehicles.sumo import SumoUnavailable
+
     with Progress(console=ledger_cli.err, transient=True, disable=not ledger_cli.err.is_terminal) as bar:
         task = bar.add_task(f"simulating {chosen.duration_s:g} s", total=1.0)
-        summary, _ = run(
-            chosen,
-            out_dir=Path(out_dir) if out_dir else None,
-            progress=lambda fraction: bar.update(task, completed=fraction),
-        )
+        try:
+            summary, _ = run(
+                chosen,
+                out_dir=Path(out_dir) if out_dir else None,
+                progress=lambda fraction: bar.update(task, completed=fraction),
+            )
+        except SumoUnavailable as exc:
+            raise click.UsageError(str(exc)) from None
     if as_json:
         print(json.dumps(summary))
         return

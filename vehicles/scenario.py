@@ -15,7 +15,7 @@ from typing import Any
 
 SCENARIO_DIR = Path(__file__).resolve().parent.parent / "scenarios"
 CIPHERS = ("otp", "aes-gcm")
-ROADS = ("highway", "urban-grid")
+ROADS = ("highway", "urban-grid", "sumo")
 
 
 class ScenarioError(ValueError):
@@ -30,6 +30,7 @@ class RoadConfig:
     blocks: int = 4  # urban grid
     block_m: float = 200.0  # urban grid
     entry_rate_per_s: float = 0.5
+    sumo_config: str = ""  # kind = "sumo": a .sumocfg file (relative to the scenario file)
 
 
 @dataclass(frozen=True)
@@ -126,7 +127,13 @@ def load(path: str | Path | None) -> Scenario:
         data = tomllib.loads(candidate.read_text())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ScenarioError(f"{candidate}: not valid TOML: {exc}") from None
-    return from_mapping(data, origin=str(candidate))
+    scenario = from_mapping(data, origin=str(candidate))
+    if scenario.road.sumo_config and not Path(scenario.road.sumo_config).is_absolute():
+        resolved = str((candidate.parent / scenario.road.sumo_config).resolve())
+        scenario = dataclasses.replace(
+            scenario, road=dataclasses.replace(scenario.road, sumo_config=resolved)
+        )
+    return scenario
 
 
 def from_mapping(data: dict[str, Any], *, origin: str) -> Scenario:
@@ -189,6 +196,8 @@ def validate(s: Scenario, *, origin: str) -> Scenario:
     check(1 <= s.rsus <= 200, f"rsus must be between 1 and 200, got {s.rsus}")
     check(s.seed >= 0, f"seed must be non-negative, got {s.seed}")
     check(s.road.kind in ROADS, f"road.kind must be one of {', '.join(ROADS)}, got {s.road.kind!r}")
+    if s.road.kind == "sumo":
+        check(bool(s.road.sumo_config), "road.kind = 'sumo' needs road.sumo_config, a .sumocfg file")
     check(s.road.length_m >= 100, f"road.length_m must be at least 100, got {s.road.length_m}")
     check(1 <= s.road.lanes <= 8, f"road.lanes must be between 1 and 8, got {s.road.lanes}")
     check(1 <= s.road.blocks <= 20, f"road.blocks must be between 1 and 20, got {s.road.blocks}")

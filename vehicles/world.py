@@ -65,6 +65,7 @@ class VehicleState:
     last_cam: tuple[float, float, float, float, float] | None = None  # t, x, y, heading, speed
     session_pending: bool = False
     key_expires_at: float = -1.0  # expiry of the newest key in its pool (AES uses the newest)
+    radio: Any = None  # simpy.Resource(capacity=1): the node's transmit queue
 
 
 class CountingEnvironment(simpy.Environment):
@@ -95,17 +96,22 @@ class World:
         self.env = CountingEnvironment()
         self.rng = np.random.default_rng(scenario.seed)
         road = scenario.road
-        if road.kind == "highway":
-            params = {"length_m": road.length_m, "lanes": road.lanes}
+        if road.kind == "sumo":
+            from .sumo import SumoRoad
+
+            self.road: Any = SumoRoad(road.sumo_config, seed=scenario.seed, step_s=STEP_S)
         else:
-            params = {"blocks": road.blocks, "block_m": road.block_m}
-        self.road = build_road(
-            road.kind,
-            **params,
-            entry_rate_per_s=road.entry_rate_per_s,
-            rng=np.random.default_rng(scenario.seed + 1),
-            initial_vehicles=scenario.vehicles,
-        )
+            if road.kind == "highway":
+                params = {"length_m": road.length_m, "lanes": road.lanes}
+            else:
+                params = {"blocks": road.blocks, "block_m": road.block_m}
+            self.road = build_road(
+                road.kind,
+                **params,
+                entry_rate_per_s=road.entry_rate_per_s,
+                rng=np.random.default_rng(scenario.seed + 1),
+                initial_vehicles=scenario.vehicles,
+            )
         r = scenario.radio
         self.radio_params = radio.RadioParameters(
             tx_power_dbm=r.tx_power_dbm,
@@ -178,7 +184,7 @@ class World:
     def _vehicle_label(self, vehicle_id: int) -> str:
         return f"veh-{self.scenario.seed}-{vehicle_id}"
 
-    def _add_vehicle(self, vehicle_id: int) -> None:
+    def _add_vehicle(self, vehicle_id: int, *, register: bool = True) -> None:
         label = self._vehicle_label(vehicle_id)
         if self.scenario.keys.cipher == "otp":
             cipher: crypto.OtpCipher | crypto.AesGcmCipher = crypto.OtpCipher(label)
@@ -188,8 +194,10 @@ class World:
                 label, rekey_messages=k.rekey_messages, rekey_seconds=k.rekey_seconds
             )
         state = VehicleState(vehicle_id, label, crypto.KeyPool(label), cipher)
+        state.radio = simpy.Resource(self.env, capacity=1)
         self.vehicles[vehicle_id] = state
-        self._ledger_tx(lambda: self.ledger.register_vehicle(label), records=0)
+        if register:
+            self._ledger_tx(lambda: self.ledger.register_vehicle(label), records=0)
         self.env.process(self.beacons(state))
         if self.scenario.traffic.denm_rate_per_s > 0:
             self.env.process(self.events(state))
@@ -200,8 +208,14 @@ class World:
     def run(self) -> None:
         """Register the starting fleet on the ledger (``setup_s``), then simulate (``run_s``)."""
         started = time.perf_counter()
-        for vehicle_id in self.road.traffic.ids.tolist():
-            self._add_vehicle(int(vehicle_id))
+        starting = [int(v) for v in self.road.traffic.ids.tolist()]
+        for vehicle_id in starting:
+            self._add_vehicle(vehicle_id, register=False)
+        labels = [self._vehicle_label(v) for v in starting]
+        for start in range(0, len(labels), 100):  # the starting fleet: 100 registrations per multicall
+            self._ledger_tx(
+                lambda chunk=labels[start : start + 100]: self.ledger.register_vehicles(chunk), records=0
+            )
         self._refresh_grid()
         self.view.sync()
         self.setup_s = time.perf_counter() - started
@@ -223,6 +237,8 @@ class World:
             if self.progress:
                 self.progress(t / duration)
         self.run_s = time.perf_counter() - started
+        if hasattr(self.road, "close"):
+            self.road.close()
 
     def traffic(self) -> Any:
         while True:
@@ -307,37 +323,41 @@ class World:
         if sealed is None:
             return
         created = self.env.now
-        position = self._position(state.vehicle_id)
-        if position is None:
-            return
-        yield from self._contend(position)
-        position = self._position(state.vehicle_id)
-        if position is None:
-            return
-        yield from self._on_air(state, sealed, kind, created, position, destination=None)
+        with state.radio.request() as turn:  # one frame at a time per node: its MAC queue
+            yield turn
+            position = self._position(state.vehicle_id)
+            if position is None:
+                return
+            yield from self._contend(position)
+            position = self._position(state.vehicle_id)
+            if position is None:
+                return
+            yield from self._on_air(state, sealed, kind, created, position, destination=None)
 
     def unicast_to_rsu(self, state: VehicleState) -> Any:
         sealed = self._seal(state, "v2i")
         if sealed is None:
             return
         created = self.env.now
-        for attempt in range(UNICAST_RETRIES + 1):
-            position = self._position(state.vehicle_id)
-            if position is None:
-                return
-            nearest = int(np.argmin(np.hypot(*(self.rsu_positions - position).T)))
-            yield from self._contend(position, cw_multiplier=2**attempt)
-            position = self._position(state.vehicle_id)
-            if position is None:
-                return
-            delivered = yield from self._on_air(
-                state, sealed, "v2i", created, position, destination=int(self.rsu_ids[nearest])
-            )
-            if delivered:
-                yield self.env.timeout(
-                    self.radio_params.sifs_s + radio.airtime_s(ACK_BYTES, self.radio_params)
+        with state.radio.request() as turn:
+            yield turn
+            for attempt in range(UNICAST_RETRIES + 1):
+                position = self._position(state.vehicle_id)
+                if position is None:
+                    return
+                nearest = int(np.argmin(np.hypot(*(self.rsu_positions - position).T)))
+                yield from self._contend(position, cw_multiplier=2**attempt)
+                position = self._position(state.vehicle_id)
+                if position is None:
+                    return
+                delivered = yield from self._on_air(
+                    state, sealed, "v2i", created, position, destination=int(self.rsu_ids[nearest])
                 )
-                return
+                if delivered:
+                    yield self.env.timeout(
+                        self.radio_params.sifs_s + radio.airtime_s(ACK_BYTES, self.radio_params)
+                    )
+                    return
 
     def _on_air(
         self,
@@ -437,8 +457,9 @@ class World:
             if not ok:
                 return reason
         try:
-            # A fresh Decryptor per frame: replay state lives per receiver in ``highest_seq``.
-            crypto.Decryptor().open(crypto.Sealed.from_bytes(wire), self.key_store.get)
+            # One Decryptor opens each frame once for all its receivers (it caches the HKDF
+            # message keys); per-receiver replay state is ``_fresh_for``'s.
+            self.decryptor.open(crypto.Sealed.from_bytes(wire), self.key_store.get)
         except crypto.Rejected as exc:
             return exc.reason
         return "ok"
