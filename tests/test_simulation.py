@@ -231,3 +231,14 @@ def test_a_node_sends_one_frame_at_a_time_under_heavy_load() -> None:
     summary, world = run(dataclasses.replace(heavy, traffic=traffic))
     assert summary["messages_sent"] > 10 * 4 * 10  # and the channel never saw a node send two frames at once
     assert world.env.events_processed > 0
+
+
+def test_replications_run_seeds_in_parallel_with_confidence_intervals() -> None:
+    from vehicles.simulate import replicate
+
+    report = replicate(small("aes-gcm", duration_s=2.0, vehicles=4), 2, workers=2)
+    assert report["seeds"] == [1, 2] and len(report["runs"]) == 2
+    pdr = report["metrics"]["pdr"]
+    values = [run_["pdr"] for run_ in report["runs"]]
+    assert pdr["n"] == 2 and pdr["mean"] == pytest.approx(sum(values) / 2)
+    assert pdr["ci95"] == pytest.approx(12.706 * abs(values[0] - values[1]) / 2**0.5 / 2**0.5)
