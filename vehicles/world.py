@@ -174,10 +174,11 @@ class World:
         return chosen
 
     def _ledger_tx(self, send: Callable[[], Any], *, records: int) -> Any:
+        """Send, wait until mined, and count it; ``send`` may return a list of transactions."""
         t0 = time.perf_counter()
         result = send()
         self.metrics.ledger_wall_s += time.perf_counter() - t0
-        self.metrics.ledger_transactions += 1
+        self.metrics.ledger_transactions += len(result) if isinstance(result, list) else 1
         self.metrics.ledger_records += records
         return result
 
@@ -211,10 +212,9 @@ class World:
         starting = [int(v) for v in self.road.traffic.ids.tolist()]
         for vehicle_id in starting:
             self._add_vehicle(vehicle_id, register=False)
-        labels = [self._vehicle_label(v) for v in starting]
-        for start in range(0, len(labels), 100):  # the starting fleet: 100 registrations per multicall
+        if starting:  # the starting fleet: up to 100 registrations per multicall transaction
             self._ledger_tx(
-                lambda chunk=labels[start : start + 100]: self.ledger.register_vehicles(chunk), records=0
+                lambda: self.ledger.register_vehicles([self._vehicle_label(v) for v in starting]), records=0
             )
         self._refresh_grid()
         self.view.sync()
