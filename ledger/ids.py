@@ -12,16 +12,16 @@ from __future__ import annotations
 import re
 import uuid
 
-from eth_utils import keccak
-
 from .errors import BadInput
 
 _HEX64 = re.compile(r"^(0x)?[0-9a-fA-F]{64}$")
 
+# keccak256 of the role names, as the contract defines them; written out so that importing
+# this module (and so starting the CLI) does not load eth_utils. tests/test_chain.py checks them.
 ROLE_NAMES = {
     "admin": b"\x00" * 32,  # OpenZeppelin's DEFAULT_ADMIN_ROLE
-    "key-manager": keccak(text="KEY_MANAGER_ROLE"),
-    "verifier": keccak(text="VERIFIER_ROLE"),
+    "key-manager": bytes.fromhex("1b1ee864c53639d7462b773f7c8b4cea14a6ae3615743b9373a3a5879770711c"),
+    "verifier": bytes.fromhex("0ce23c3e399818cfee81a7ab0880f714e53d7672b08df0fa62f2843416e1ea09"),
 }
 
 PROTOCOLS = {"bb84": 1, "e91": 2}

@@ -178,3 +178,13 @@ def test_hardhat_compiles_offline_with_solcjs(tmp_path):
     assert {i["name"] for i in abi if i["type"] == "function"} == {
         i["name"] for i in compiler.artifact("KeyLedger").abi if i["type"] == "function"
     }
+
+
+def test_role_ids_are_the_keccak_of_the_contract_role_names() -> None:
+    from eth_utils import keccak
+
+    from ledger.ids import ROLE_NAMES
+
+    assert ROLE_NAMES["key-manager"] == keccak(text="KEY_MANAGER_ROLE")
+    assert ROLE_NAMES["verifier"] == keccak(text="VERIFIER_ROLE")
+    assert ROLE_NAMES["admin"] == bytes(32)
