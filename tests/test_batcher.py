@@ -1,0 +1,117 @@
+"""The key-manager batcher: Merkle roots anchored by size or age, proofs that verify everywhere."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+import uuid
+
+import pytest
+
+from ledger import ids, merkle
+from ledger.batcher import KeyBatcher, KeyRecord
+from ledger.client import KeyLedgerClient
+from ledger.errors import BadInput, TransactionRefused
+from ledger.view import LedgerView
+
+
+def record(n: int, now: int = 1_900_000_000) -> KeyRecord:
+    return KeyRecord(
+        key_id=str(uuid.UUID(int=n + 1, version=4)),
+        commitment=hashlib.sha256(n.to_bytes(8, "big")).digest(),
+        vehicle=f"car-{n % 5}",
+        qber=0.01 + (n % 7) / 1000,
+        final_key_bits=256 + n,
+        created_at=now,
+        expires_at=now + 600,
+    )
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 7, 64, 257])
+def test_batches_anchor_and_every_proof_verifies_locally_and_on_chain(
+    ledger: KeyLedgerClient, size: int
+) -> None:
+    batcher = KeyBatcher(ledger, max_batch=10_000)
+    records = [record(i) for i in range(size)]
+    for r in records:
+        batcher.add(r)
+    anchored = batcher.flush()
+    assert len(anchored) == size and batcher.batches == 1
+    root = anchored[0].root
+    assert ledger.batch(root)["count"] == size
+    view = LedgerView(ledger)
+    view.sync()
+    for r, item in zip(records, anchored, strict=True):
+        assert item.leaf == r.leaf()
+        contract_leaf = ledger._call(
+            "keyLeaf", ids.key_id(r.key_id), r.commitment, ids.vehicle_id(r.vehicle),
+            round(r.qber * 1_000_000), r.final_key_bits, ids.protocol(r.protocol), r.created_at, r.expires_at,
+        )  # fmt: skip
+        assert contract_leaf == item.leaf
+        assert merkle.verify(root, item.proof, item.leaf)
+        assert view.verify_inclusion(root, item.proof, item.leaf)
+    # on chain for a sample (each is an eth_call)
+    for item in anchored[:: max(1, size // 8)]:
+        assert ledger.verify_inclusion(root, list(item.proof), item.leaf)
+    tampered = bytes([anchored[0].leaf[0] ^ 1]) + anchored[0].leaf[1:]
+    assert not ledger.verify_inclusion(root, list(anchored[0].proof), tampered)
+
+
+def test_flushes_by_size(ledger: KeyLedgerClient) -> None:
+    batcher = KeyBatcher(ledger, max_batch=4, max_age_s=3600)
+    assert [len(batcher.add(record(i))) for i in range(9)] == [0, 0, 0, 4, 0, 0, 0, 4, 0]
+    assert batcher.pending == 1 and batcher.batches == 2
+    assert batcher.status(record(0).key_id) == "anchored"
+    assert batcher.status(record(8).key_id) == "pending"
+    assert batcher.status(str(uuid.uuid4())) == "unknown"
+
+
+def test_flushes_by_age_when_polled(ledger: KeyLedgerClient) -> None:
+    clock = FakeClock()
+    batcher = KeyBatcher(ledger, max_batch=100, max_age_s=2.0, clock=clock)
+    batcher.add(record(1))
+    clock.now = 1.0
+    batcher.add(record(2))
+    assert batcher.poll() == [] and batcher.pending == 2
+    clock.now = 2.0  # the oldest record has now waited max_age_s
+    assert len(batcher.poll()) == 2 and batcher.pending == 0
+
+
+def test_flushes_on_age_even_when_traffic_stops(ledger: KeyLedgerClient) -> None:
+    batcher = KeyBatcher(ledger, max_batch=100, max_age_s=0.2)
+    with batcher.background(interval_s=0.02):
+        batcher.add(record(1))
+        deadline = time.monotonic() + 10
+        while batcher.status(record(1).key_id) != "anchored" and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert batcher.status(record(1).key_id) == "anchored"  # no further add, no explicit flush
+    assert batcher.batches == 1
+
+
+def test_a_refused_anchor_keeps_the_records(ledger: KeyLedgerClient, outsider) -> None:
+    batcher = KeyBatcher(ledger.as_sender(outsider), max_batch=100)
+    batcher.add(record(1))
+    with pytest.raises(TransactionRefused):
+        batcher.flush()
+    assert batcher.pending == 1 and batcher.status(record(1).key_id) == "pending"
+
+
+def test_bad_input_is_refused(ledger: KeyLedgerClient) -> None:
+    batcher = KeyBatcher(ledger)
+    batcher.add(record(1))
+    with pytest.raises(BadInput, match="already batched"):
+        batcher.add(record(1))
+    with pytest.raises(BadInput, match="32 bytes"):
+        batcher.add(KeyRecord(str(uuid.uuid4()), b"short", "car-1", 0.01, 256, 1, 2))
+    with pytest.raises(BadInput, match="max_batch"):
+        KeyBatcher(ledger, max_batch=0)
+    assert batcher.flush()[0].batch_size == 1
+    assert batcher.flush() == []
