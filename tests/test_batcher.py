@@ -115,3 +115,20 @@ def test_bad_input_is_refused(ledger: KeyLedgerClient) -> None:
         KeyBatcher(ledger, max_batch=0)
     assert batcher.flush()[0].batch_size == 1
     assert batcher.flush() == []
+
+
+def test_bench_ledger_quick_reports_its_fields(capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from vehicles.cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main(["bench", "ledger", "--quick", "--json"])
+    assert int(info.value.code or 0) == 0
+    report = json.loads(capsys.readouterr().out)
+    for field in ("records", "records_per_s", "tx_per_s", "baseline_tx_per_s", "speedup", "batch_size",
+                  "gas_per_record"):  # fmt: skip
+        assert report[field] > 0, field
+    for field in ("commit_latency_ms", "validation_latency_ms", "onchain_validation_latency_ms"):
+        assert set(report[field]) == {"p50", "p99"} and 0 < report[field]["p50"] <= report[field]["p99"]
+    assert report["records"] == 600 and report["batches"] == 5

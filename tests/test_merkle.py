@@ -281,3 +281,18 @@ def test_matches_openzeppelin_merkle_tree_dump():
     assert tree.nodes == [bytes.fromhex(h) for h in OZ_TREE.split()]
     for leaf, (_, tree_index) in zip(leaves, OZ_VALUES, strict=True):
         assert tree.nodes[tree_index] == leaf
+
+
+def test_fast_key_leaf_equals_the_abi_encoded_leaf() -> None:
+    import os
+
+    from ledger.merkle import KEY_LEAF_TYPES, key_leaf, leaf_hash
+
+    for n in range(50):
+        values = (os.urandom(32), os.urandom(32), os.urandom(32), n * 7919 % 2**32, 2**32 - 1 - n, n % 256,
+                  2**64 - 1 - n, n)  # fmt: skip
+        assert key_leaf(*values) == leaf_hash(KEY_LEAF_TYPES, values)
+    with pytest.raises(ValueError, match="out of range"):
+        key_leaf(bytes(32), bytes(32), bytes(32), 2**32, 0, 0, 0, 0)
+    with pytest.raises(ValueError, match="32 bytes"):
+        key_leaf(bytes(31), bytes(32), bytes(32), 0, 0, 0, 0, 0)

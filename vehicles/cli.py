@@ -38,6 +38,27 @@ bench.add_command(qkd_cli.bench_qkd)
 bench.add_command(qkd_cli.bench_cascade)
 
 
+@bench.command("ledger")
+@ledger_cli.chain_option
+@click.option("--records", type=click.IntRange(min=1, max=10_000_000), default=50_000, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1, max=65_536), default=2048, show_default=True)
+@click.option("--quick", is_flag=True, help="600 records in batches of 128: a smoke test, not a figure.")
+@ledger_cli.json_option
+def bench_ledger(chain: str, records: int, batch_size: int, quick: bool, as_json: bool) -> None:
+    """Mined key records/s in Merkle batches against one record per transaction; validation latency."""
+    from ledger.bench import run_ledger_bench
+
+    with ledger_cli.err.status("measuring") as status:
+        report = run_ledger_bench(
+            chain=chain,
+            records=records,
+            batch_size=batch_size,
+            quick=quick,
+            progress=lambda msg: status.update(msg),
+        )
+    qkd_cli.report_figures(report, as_json)
+
+
 @bench.command("sim")
 @ledger_cli.chain_option
 @click.option("--quick", is_flag=True, help="20 and 40 vehicles for 2 s: a smoke test, not a figure.")
