@@ -999,3 +999,21 @@ def test_tx_result_event_lookup(ledger: KeyLedgerClient) -> None:
     assert len(result.tx_hash) == 66
     with pytest.raises(KeyError):
         result.event("KeyRevoked")
+
+
+def test_key_status_fast_agrees_with_key_status(chain, ledger) -> None:
+    """The raw eth_call fast path answers what the ABI path answers, for every status."""
+    import os
+
+    now = chain.latest_timestamp()
+    ledger.register_vehicle("car-fast")
+    keys = [str(uuid.uuid4()) for _ in range(3)]
+    for key, ttl in zip(keys, (3600, 3600, 5), strict=True):
+        ledger.record_session(
+            key, os.urandom(32), "car-fast", qber=0.01, final_key_bits=256, expires_at=now + ttl
+        )
+    ledger.revoke_key(keys[1], "test")
+    chain.advance_time(10)
+    for key in [*keys, str(uuid.uuid4())]:
+        assert ledger.key_status_fast(key) == ledger.key_status(key).status
+    assert [ledger.key_status_fast(k) for k in keys] == ["valid", "revoked", "expired"]
