@@ -231,6 +231,56 @@ class NonceManager:
 # ---------------------------------------------------------------------------- client
 
 
+class LogDecoder:
+    """Decodes this contract's logs straight from the ABI with eth_abi.
+
+    web3's ``process_log`` costs about 0.8 ms per log; decoding topics and data directly
+    is several times cheaper. Every transaction's receipt goes through it, and so does
+    a ledger view rebuilding from a long history.
+    """
+
+    def __init__(self, abi: Sequence[dict[str, Any]]):
+        self._events: dict[bytes, tuple[str, list[dict[str, Any]], list[dict[str, Any]]]] = {}
+        for item in abi:
+            if item.get("type") == "event" and not item.get("anonymous"):
+                indexed = [i for i in item["inputs"] if i["indexed"]]
+                plain = [i for i in item["inputs"] if not i["indexed"]]
+                self._events[bytes(event_abi_to_log_topic(item))] = (item["name"], indexed, plain)
+        self._addresses: dict[str, str] = {}
+
+    def checksum(self, value: str) -> str:
+        """A checksummed address, cached: logs repeat the same few addresses."""
+        checksummed = self._addresses.get(value)
+        if checksummed is None:
+            checksummed = self._addresses[value] = Web3.to_checksum_address(value)
+        return checksummed
+
+    def decode(self, log: Any) -> tuple[str, dict[str, Any]] | None:
+        """(event name, arguments), or None for a log that is not one of this contract's events."""
+        topics = log["topics"]
+        if not topics:
+            return None
+        spec = self._events.get(bytes(topics[0]))
+        if spec is None:
+            return None
+        name, indexed, plain = spec
+        if len(topics) - 1 != len(indexed):
+            return None
+        args: dict[str, Any] = {}
+        for item, topic in zip(indexed, topics[1:], strict=True):
+            kind = item["type"]
+            if kind in ("string", "bytes") or kind.endswith("]") or kind.startswith("tuple"):
+                args[item["name"]] = bytes(topic)  # dynamic types are indexed by their hash
+            else:
+                args[item["name"]] = abi_decode([kind], bytes(topic))[0]
+        values = abi_decode([i["type"] for i in plain], bytes(log["data"])) if plain else ()
+        args.update({i["name"]: v for i, v in zip(plain, values, strict=True)})
+        for item in (*indexed, *plain):
+            if item["type"] == "address":
+                args[item["name"]] = self.checksum(args[item["name"]])
+        return name, args
+
+
 class KeyLedgerClient:
     """One KeyLedger contract on one chain, with a default sender."""
 
@@ -250,9 +300,7 @@ class KeyLedgerClient:
         self.sender = sender or chain.account()
         self.nonces = nonces or NonceManager(self.w3)
         self.errors = ErrorDecoder(abi)
-        self._events = {
-            event_abi_to_log_topic(item): item["name"] for item in abi if item.get("type") == "event"
-        }
+        self.log_decoder = LogDecoder(abi)
         self._eip1559: bool | None = None
 
     def as_sender(self, account: LocalAccount | str) -> KeyLedgerClient:
@@ -349,13 +397,11 @@ class KeyLedgerClient:
     def decode_events(self, logs: Sequence[Any]) -> list[Event]:
         events = []
         for log in logs:
-            if Web3.to_checksum_address(log["address"]) != self.address or not log["topics"]:
+            if self.log_decoder.checksum(log["address"]) != self.address:
                 continue
-            name = self._events.get(bytes(log["topics"][0]))
-            if name is None:
-                continue
-            decoded = self.contract.events[name]().process_log(log)
-            events.append(Event(name, dict(decoded["args"])))
+            decoded = self.log_decoder.decode(log)
+            if decoded is not None:
+                events.append(Event(*decoded))
         return events
 
     def _call(self, function: str, *args: Any) -> Any:
