@@ -131,7 +131,6 @@ class World:
         self.view = LedgerView(ledger)
         self.vehicles: dict[int, VehicleState] = {}
         self.key_store: dict[str, np.ndarray] = {}  # the RSU network's key relay (KME)
-        self.key_commitments: dict[str, str] = {}
         self.keys_used: set[str] = set()
         self.pad_segments: list[crypto.PadSegment] = []
         self._newest_seq: dict[str, np.ndarray] = {}  # sender -> newest accepted seq, per receiver slot
@@ -258,12 +257,16 @@ class World:
         self._grid_positions = np.vstack([traffic.positions(), self.rsu_positions])
         self._grid = radio.SpatialGrid(self._grid_positions, self.query_radius_m)
 
+    def _row(self, vehicle_id: int) -> int | None:
+        """The vehicle's row in the road's arrays (ids are ascending), or None once it has left."""
+        ids = self.road.traffic.ids
+        row = int(np.searchsorted(ids, vehicle_id))
+        return row if row < ids.size and ids[row] == vehicle_id else None
+
     def _position(self, vehicle_id: int) -> np.ndarray | None:
+        row = self._row(vehicle_id)
         traffic = self.road.traffic
-        row = np.searchsorted(traffic.ids, vehicle_id)
-        if row < traffic.ids.size and traffic.ids[row] == vehicle_id:
-            return np.array([traffic.x[row], traffic.y[row]])
-        return None
+        return None if row is None else np.array([traffic.x[row], traffic.y[row]])
 
     def beacons(self, state: VehicleState) -> Any:
         """ETSI CAM generation: check every 1/beacon_hz; send on heading > 4 deg, position > 4 m,
@@ -271,10 +274,10 @@ class World:
         interval = 1.0 / self.scenario.traffic.beacon_hz
         yield self.env.timeout(float(self.rng.uniform(0, interval)))
         while state.active:
-            traffic = self.road.traffic
-            row = np.searchsorted(traffic.ids, state.vehicle_id)
-            if row >= traffic.ids.size or traffic.ids[row] != state.vehicle_id:
+            row = self._row(state.vehicle_id)
+            if row is None:
                 return
+            traffic = self.road.traffic
             now = self.env.now
             current = (now, traffic.x[row], traffic.y[row], traffic.heading[row], traffic.speed[row])
             last = state.last_cam
@@ -299,7 +302,7 @@ class World:
             yield self.env.timeout(interval)
 
     # ------------------------------------------------------------------ sending
-    def _seal(self, state: VehicleState, kind: str) -> crypto.Sealed | None:
+    def _seal(self, state: VehicleState) -> crypto.Sealed | None:
         payload = self.rng.bytes(self.scenario.traffic.payload_bytes)
         try:
             sealed = state.cipher.encrypt(payload, state.pool, self.env.now)
@@ -319,7 +322,7 @@ class World:
             yield self.env.timeout(idle_at - self.env.now + self.channel.backoff_s(self.rng))
 
     def broadcast(self, state: VehicleState, kind: str) -> Any:
-        sealed = self._seal(state, kind)
+        sealed = self._seal(state)
         if sealed is None:
             return
         created = self.env.now
@@ -335,7 +338,7 @@ class World:
             yield from self._on_air(state, sealed, kind, created, position, destination=None)
 
     def unicast_to_rsu(self, state: VehicleState) -> Any:
-        sealed = self._seal(state, "v2i")
+        sealed = self._seal(state)
         if sealed is None:
             return
         created = self.env.now
@@ -538,7 +541,6 @@ class World:
         self.view.sync()
         material = result.alice_key
         self.key_store[result.key_id] = material
-        self.key_commitments[result.key_id] = result.key_sha256 or ""
         state.pool.add(result.key_id, material, expires_at=self.env.now + keys.key_ttl_s)
         state.key_expires_at = self.env.now + keys.key_ttl_s
         self.metrics.bits_generated += result.final_key_bits
