@@ -11,6 +11,7 @@ available in the client for users who want them.
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 import uuid
@@ -21,13 +22,14 @@ from dataclasses import dataclass
 from . import ids, merkle
 from .client import KeyLedgerClient
 from .errors import BadInput
+from .pipeline import MinedTx, TxPipeline
 
 
 @dataclass(frozen=True)
 class KeyRecord:
     """What a batch commits to for one key: the fields of the contract's ``keyLeaf``."""
 
-    key_id: str
+    key_id: str | uuid.UUID
     commitment: bytes
     vehicle: str
     qber: float
@@ -36,21 +38,38 @@ class KeyRecord:
     expires_at: int
     protocol: str = "bb84"
 
-    def leaf(self) -> bytes:
+    def leaf(self, parsed_id: uuid.UUID | None = None) -> bytes:
+        """The Merkle leaf (``keyLeaf``); ``parsed_id`` saves parsing the key id twice."""
         if len(self.commitment) != 32:
             raise BadInput("a key commitment is 32 bytes (a SHA-256 digest)")
         if not 0.0 <= self.qber <= 1.0:
             raise BadInput(f"QBER must lie in [0, 1], got {self.qber}")
-        return merkle.key_leaf(
-            ids.key_id(self.key_id),
-            self.commitment,
-            ids.vehicle_id(self.vehicle),
-            round(self.qber * 1_000_000),
-            int(self.final_key_bits),
-            ids.protocol(self.protocol),
-            int(self.created_at),
-            int(self.expires_at),
-        )
+        try:
+            return merkle.key_leaf(
+                (parsed_id or _parse(self.key_id)).bytes + _ZERO16,
+                bytes(self.commitment),
+                _vehicle_id(self.vehicle),
+                round(self.qber * 1_000_000),
+                int(self.final_key_bits),
+                ids.protocol(self.protocol),
+                int(self.created_at),
+                int(self.expires_at),
+            )
+        except ValueError as exc:
+            raise BadInput(f"key record {self.key_id}: {exc}") from None
+
+
+@dataclass(frozen=True)
+class AnchoredBatch:
+    """One mined ``anchorBatch``: the tree is kept so proofs are built only when asked for."""
+
+    tree: merkle.MerkleTree
+    block_number: int
+    tx_hash: str
+
+    @property
+    def root(self) -> bytes:
+        return self.tree.root
 
 
 @dataclass(frozen=True)
@@ -59,11 +78,30 @@ class Anchored:
 
     key_id: str
     leaf: bytes
-    root: bytes
-    proof: tuple[bytes, ...]
-    batch_size: int
-    block_number: int
-    tx_hash: str
+    batch: AnchoredBatch
+
+    @property
+    def root(self) -> bytes:
+        return self.batch.root
+
+    @property
+    def proof(self) -> tuple[bytes, ...]:
+        return tuple(self.batch.tree.proof(self.leaf))
+
+    @property
+    def batch_size(self) -> int:
+        return len(self.batch.tree)
+
+    @property
+    def block_number(self) -> int:
+        return self.batch.block_number
+
+    @property
+    def tx_hash(self) -> str:
+        return self.batch.tx_hash
+
+
+_Queued = tuple[str, bytes]  # (canonical key id, leaf)
 
 
 class KeyBatcher:
@@ -77,6 +115,8 @@ class KeyBatcher:
         max_batch: int = 256,
         max_age_s: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
+        pipeline: TxPipeline | None = None,
+        on_anchored: Callable[[list[Anchored]], None] | None = None,
     ) -> None:
         if max_batch < 1:
             raise BadInput(f"max_batch must be at least 1, got {max_batch}")
@@ -86,24 +126,29 @@ class KeyBatcher:
         self.max_batch = max_batch
         self.max_age_s = max_age_s
         self.clock = clock
+        self.pipeline = pipeline
+        self.on_anchored = on_anchored
         self._lock = threading.RLock()
-        self._pending: list[tuple[KeyRecord, bytes]] = []
+        self._pending: list[_Queued] = []
         self._pending_ids: set[str] = set()
         self._oldest: float | None = None
         self._anchored: dict[str, Anchored] = {}
+        self._in_flight_ids: set[str] = set()  # submitted through the pipeline, not yet mined
         self.batches = 0
+        self.failed_batches = 0
         self.records = 0
         self.gas_used = 0
 
     # ------------------------------------------------------------------ writing
     def add(self, record: KeyRecord) -> list[Anchored]:
         """Queue one record; returns what a size-triggered flush anchored (usually nothing)."""
-        key = _canonical(record.key_id)
-        leaf = record.leaf()
+        parsed = _parse(record.key_id)
+        key = str(parsed)
+        leaf = record.leaf(parsed)
         with self._lock:
-            if key in self._pending_ids or key in self._anchored:
+            if key in self._pending_ids or key in self._anchored or key in self._in_flight_ids:
                 raise BadInput(f"key {key} is already batched")
-            self._pending.append((record, leaf))
+            self._pending.append((key, leaf))
             self._pending_ids.add(key)
             if self._oldest is None:
                 self._oldest = self.clock()
@@ -121,7 +166,13 @@ class KeyBatcher:
             return self.flush() if self.due() else []
 
     def flush(self) -> list[Anchored]:
-        """Anchor everything pending now, in one transaction."""
+        """Anchor everything pending now, in one transaction.
+
+        Without a pipeline this waits for the receipt and returns the anchored records.
+        With one it returns at once (an empty list): the records stay "pending" until the
+        receipt arrives, then ``on_anchored`` hears of them. A refused or reverted anchor
+        puts its records back, so nothing is lost.
+        """
         with self._lock:
             if not self._pending:
                 return []
@@ -129,32 +180,62 @@ class KeyBatcher:
             self._pending_ids = set()
             self._oldest = None
             tree = merkle.MerkleTree.from_leaves([leaf for _, leaf in batch])
+            if self.pipeline is not None:
+                self._in_flight_ids.update(key for key, _ in batch)
+                try:
+                    self.pipeline.submit(
+                        "anchorBatch",
+                        tree.root,
+                        len(batch),
+                        on_mined=lambda mined: self._settle(batch, tree, mined),
+                    )
+                except Exception:
+                    self._put_back(batch)
+                    raise
+                return []
             try:
                 result = self.client.anchor_batch(tree.root, len(batch))
             except Exception:
-                # Nothing was anchored: put the records back so they are not lost.
-                self._pending = batch + self._pending
-                self._pending_ids = {_canonical(r.key_id) for r, _ in self._pending}
-                self._oldest = self.clock()
+                self._put_back(batch)
                 raise
-            anchored = [
-                Anchored(
-                    key_id=_canonical(record.key_id),
-                    leaf=leaf,
-                    root=tree.root,
-                    proof=tuple(tree.proof(leaf)),
-                    batch_size=len(batch),
-                    block_number=result.block_number,
-                    tx_hash=result.tx_hash,
-                )
-                for record, leaf in batch
-            ]
+            return self._anchor(
+                batch, AnchoredBatch(tree, result.block_number, result.tx_hash), result.gas_used
+            )
+
+    def _put_back(self, batch: list[_Queued]) -> None:
+        """Nothing was anchored: the records wait again, ahead of newer ones."""
+        with self._lock:
+            self._in_flight_ids.difference_update(key for key, _ in batch)
+            self._pending = batch + self._pending
+            self._pending_ids = {key for key, _ in self._pending}
+            self._oldest = self.clock()
+
+    def _anchor(self, batch: list[_Queued], anchored_batch: AnchoredBatch, gas: int) -> list[Anchored]:
+        with self._lock:
+            anchored = [Anchored(key, leaf, anchored_batch) for key, leaf in batch]
             for item in anchored:
                 self._anchored[item.key_id] = item
+                self._in_flight_ids.discard(item.key_id)
             self.batches += 1
             self.records += len(batch)
-            self.gas_used += result.gas_used
-            return anchored
+            self.gas_used += gas
+        if self.on_anchored is not None:
+            self.on_anchored(anchored)
+        return anchored
+
+    def _settle(self, batch: list[_Queued], tree: merkle.MerkleTree, mined: MinedTx) -> None:
+        """A pipelined anchor's receipt (called from the pipeline's receipt thread)."""
+        if not mined.ok:
+            self.failed_batches += 1
+            self._put_back(batch)
+            return
+        self._anchor(batch, AnchoredBatch(tree, mined.block_number, mined.tx_hash), mined.gas_used)
+
+    def drain(self) -> None:
+        """Flush what is pending and, with a pipeline, wait until every batch is mined."""
+        self.flush()
+        if self.pipeline is not None:
+            self.pipeline.wait()
 
     @contextmanager
     def background(self, interval_s: float | None = None) -> Iterator[KeyBatcher]:
@@ -178,7 +259,7 @@ class KeyBatcher:
         finally:
             stop.set()
             worker.join()
-            self.flush()
+            self.drain()
         if errors:
             raise errors[0]
 
@@ -189,7 +270,8 @@ class KeyBatcher:
         with self._lock:
             if key in self._anchored:
                 return "anchored"
-            return "pending" if key in self._pending_ids else "unknown"
+            pending = key in self._pending_ids or key in self._in_flight_ids
+            return "pending" if pending else "unknown"
 
     def anchored(self, key_id: str) -> Anchored | None:
         with self._lock:
@@ -201,8 +283,23 @@ class KeyBatcher:
             return len(self._pending)
 
 
-def _canonical(key_id: str) -> str:
+_ZERO16 = b"\x00" * 16
+
+
+def _parse(key_id: str | uuid.UUID) -> uuid.UUID:
+    if isinstance(key_id, uuid.UUID):
+        return key_id
     try:
-        return str(uuid.UUID(str(key_id).strip()))
+        return uuid.UUID(str(key_id).strip())
     except ValueError:
         raise BadInput(f"not a UUID key id: {key_id!r}") from None
+
+
+def _canonical(key_id: str | uuid.UUID) -> str:
+    return str(_parse(key_id))
+
+
+@functools.lru_cache(maxsize=4096)
+def _vehicle_id(label: str) -> bytes:
+    """Vehicles repeat across records: their bytes32 ids are cached."""
+    return ids.vehicle_id(label)

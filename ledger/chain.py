@@ -43,6 +43,7 @@ DEV_MNEMONIC = "test test test test test test test test test test test junk"
 DEV_ACCOUNT_COUNT = 10
 ENGINES = ("anvil", "hardhat")
 EMBEDDED_GAS_LIMIT = 60_000_000
+NODE_GAS_LIMIT = 60_000_000  # per block on a managed node unless told otherwise
 
 Account.enable_unaudited_hdwallet_features()
 
@@ -248,14 +249,20 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
-def node_command(engine: str, port: int, block_time: float | None, state_file: Path | None) -> list[str]:
+def node_command(
+    engine: str,
+    port: int,
+    block_time: float | None,
+    state_file: Path | None,
+    gas_limit: int | None = None,
+) -> list[str]:
     if engine == "anvil":
         binary = node_binary("anvil")
         if not binary.exists():
             raise ChainUnavailable(f"anvil is not installed ({binary}): run `npm ci` (or `make setup`)")
         cmd = [str(binary), "--host", "127.0.0.1", "--port", str(port), "--silent"]
         cmd += ["--mnemonic", DEV_MNEMONIC, "--accounts", str(DEV_ACCOUNT_COUNT)]
-        cmd += ["--gas-limit", "60000000"]
+        cmd += ["--gas-limit", str(gas_limit or NODE_GAS_LIMIT)]
         if block_time:
             cmd += ["--block-time", str(block_time)]
         if state_file is not None:
@@ -266,8 +273,8 @@ def node_command(engine: str, port: int, block_time: float | None, state_file: P
         binary = node_binary("hardhat")
         if not binary.exists():
             raise ChainUnavailable(f"hardhat is not installed ({binary}): run `npm ci` (or `make setup`)")
-        if block_time:
-            raise BadInput("--block-time is supported for anvil only")
+        if block_time or gas_limit:
+            raise BadInput("--block-time and the block gas limit can be set for anvil only")
         return [str(binary), "node", "--hostname", "127.0.0.1", "--port", str(port)]
     raise BadInput(f"unknown engine {engine!r}: choose anvil or hardhat")
 
@@ -282,11 +289,12 @@ class ManagedNode:
         block_time: float | None = None,
         state_file: Path | None = None,
         startup_timeout: float = 60.0,
+        gas_limit: int | None = None,
     ):
         self.engine = engine
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        cmd = node_command(engine, self.port, block_time, state_file)
+        cmd = node_command(engine, self.port, block_time, state_file, gas_limit)
         self._log = open(state_dir_for_logs() / f"{engine}-{self.port}.log", "w")  # noqa: SIM115
         try:
             self.process = subprocess.Popen(
@@ -438,25 +446,37 @@ def _from_url(url: str, name: str | None = None, closers: list[Callable[[], None
 # ---------------------------------------------------------------------------- entry point
 
 
-def connect(spec: str = "embedded", *, persist: bool = True, block_time: float | None = None) -> Chain:
+def connect(
+    spec: str = "embedded",
+    *,
+    persist: bool = True,
+    block_time: float | None = None,
+    gas_limit: int | None = None,
+) -> Chain:
     """Open the chain named by ``spec``: embedded, anvil, hardhat, or a JSON-RPC URL.
 
     ``persist=False`` gives a throw-away chain (tests, benchmarks, simulations): a fresh
     embedded chain with no journal, or a fresh managed node that keeps no state.
+    ``block_time`` (interval mining) and ``gas_limit`` (per block) configure a node this
+    call starts; they are refused for chains it does not start.
     """
     spec = spec.strip()
     if spec == "embedded":
-        if block_time:
+        if block_time or gas_limit:
             raise BadInput("--block-time needs a node: use --chain anvil")
         return _embedded(persist)
     if spec in ENGINES:
         url = running_node_url(spec) if persist else None
         if url is not None:
+            if block_time or gas_limit:
+                raise BadInput(f"a {spec} node started by `qkdiov node` is running: set --block-time there")
             return _from_url(url, name=spec)
         state_file = state_dir() / "anvil" / "state.json" if (persist and spec == "anvil") else None
-        node = ManagedNode(spec, block_time=block_time, state_file=state_file)
+        node = ManagedNode(spec, block_time=block_time, state_file=state_file, gas_limit=gas_limit)
         return _from_url(node.url, name=spec, closers=[node.stop])
     if spec.startswith(("http://", "https://", "ws://", "wss://")):
+        if block_time or gas_limit:
+            raise BadInput("--block-time applies to a node qkdiov starts, not to a URL")
         return _from_url(spec)
     raise BadInput(f"unknown chain {spec!r}: use embedded, anvil, hardhat or an http(s):// or ws:// URL")
 

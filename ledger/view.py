@@ -29,6 +29,7 @@ from typing import Any, ClassVar
 from web3 import Web3
 
 from . import ids, merkle
+from .batcher import KeyRecord
 from .client import KeyLedgerClient
 from .errors import LedgerError
 
@@ -112,6 +113,7 @@ class Anchor:
     key_manager: str
     block: int
     anchored_at: int  # the block's timestamp
+    log_index: int = 0
 
 
 @dataclass(frozen=True)
@@ -161,6 +163,9 @@ class LedgerView:
         self._registered: dict[bytes, bool] = {}
         self._vehicle_revocations: dict[bytes, list[str]] = {}
         self._anchors: dict[bytes, Anchor] = {}
+        # vehicle -> [(block, log index, new epoch)]: what a batched key's epoch was at its anchor
+        self._epoch_history: dict[bytes, list[tuple[int, int, int]]] = {}
+        self._batched: dict[str, ViewKey] = {}  # admitted with an inclusion proof (``admit``)
         self._verifications: dict[str, list[int]] = {}  # key id -> [passed, failed]
         self._roles: dict[bytes, set[str]] = {}
         self.paused = False
@@ -178,11 +183,13 @@ class LedgerView:
     # ------------------------------------------------------------------ queries (hot path)
     def _lookup(self, key_id: str | uuid.UUID | bytes) -> ViewKey | None:
         if type(key_id) is str:
-            record = self._keys.get(key_id)
+            record = self._keys.get(key_id) or self._batched.get(key_id)
             if record is not None or _looks_canonical(key_id):
                 return record  # a canonical UUID string that missed is unknown: skip parsing
         canonical = canonical_key_id(key_id)
-        return self._keys.get(canonical) if canonical is not None else None
+        if canonical is None:
+            return None
+        return self._keys.get(canonical) or self._batched.get(canonical)
 
     def _revoked_now(self, record: ViewKey) -> bool:
         return record.key_id in self._revoked or (
@@ -253,6 +260,57 @@ class LedgerView:
     def key_ids(self) -> list[str]:
         return list(self._keys)
 
+    def admit(self, record: KeyRecord, root: bytes, proof: Sequence[bytes]) -> str:
+        """Learn a Merkle-batched key from its record and inclusion proof.
+
+        A batch anchors only its root on chain, so no event names its keys: whoever
+        hands out the key (the key relay) hands over the record and proof with it. The
+        view accepts it only under a root it has seen anchored and only if the proof
+        verifies, exactly what ``verifyInclusion`` checks on chain. The key then belongs to
+        the vehicle epoch current at the anchor, so revoking the vehicle afterwards
+        revokes it. Returns "admitted", or why not: "root-not-anchored" (sync first),
+        "bad-proof", "unregistered" or "conflict" (a different record under that id).
+        """
+        anchor = self._anchors.get(bytes(root))
+        if anchor is None:
+            return "root-not-anchored"
+        leaf = record.leaf()
+        if not merkle.verify(bytes(root), [bytes(p) for p in proof], leaf):
+            return "bad-proof"
+        vehicle = ids.vehicle_id(record.vehicle)
+        if not self._registered.get(vehicle, False):
+            return "unregistered"
+        key_id = str(canonical_key_id(record.key_id))
+        known = self._lookup(key_id)
+        if known is not None:
+            same = hmac.compare_digest(known.commitment, bytes(record.commitment))
+            return "admitted" if same else "conflict"
+        self._batched[key_id] = ViewKey(
+            key_id=key_id,
+            commitment=bytes(record.commitment),
+            vehicle_id=vehicle,
+            key_manager=anchor.key_manager,
+            qber_ppm=round(record.qber * 1_000_000),
+            final_key_bits=int(record.final_key_bits),
+            protocol=ids.protocol(record.protocol),
+            created_at=int(record.created_at),
+            expires_at=int(record.expires_at),
+            vehicle_epoch=self._epoch_at(vehicle, (anchor.block, anchor.log_index)),
+            block=anchor.block,
+        )
+        return "admitted"
+
+    def _epoch_at(self, vehicle: bytes, position: tuple[int, int]) -> int:
+        """The vehicle's epoch just after the log at ``position`` (from the history kept)."""
+        epoch = None
+        for block, log_index, new_epoch in self._epoch_history.get(vehicle, ()):
+            if (block, log_index) > position:
+                break
+            epoch = new_epoch
+        if epoch is None:  # no change seen before the anchor: the view started after it
+            return self._vehicle_epoch_before(vehicle, position[0])
+        return epoch
+
     # ------------------------------------------------------------------ listeners
     def on_event(self, listener: EventListener, names: Iterable[str] | None = None) -> None:
         """Call ``listener`` after each applied event (only those in ``names`` if given).
@@ -308,20 +366,24 @@ class LedgerView:
                 listener(event)
 
     # ------------------------------------------------------------------ event handlers
+    def _set_epoch(self, vehicle: bytes, epoch: int, event: ViewEvent) -> None:
+        self._vehicle_epoch[vehicle] = epoch
+        self._epoch_history.setdefault(vehicle, []).append((event.block, event.log_index, epoch))
+
     def _on_vehicle_registered(self, event: ViewEvent) -> None:
         vehicle = bytes(event.args["vehicleId"])
         self._registered[vehicle] = True
-        self._vehicle_epoch[vehicle] = int(event.args["epoch"])
+        self._set_epoch(vehicle, int(event.args["epoch"]), event)
 
     def _on_vehicle_deregistered(self, event: ViewEvent) -> None:
         vehicle = bytes(event.args["vehicleId"])
         self._registered[vehicle] = False
-        self._vehicle_epoch[vehicle] = int(event.args["newEpoch"])
+        self._set_epoch(vehicle, int(event.args["newEpoch"]), event)
 
     def _on_vehicle_keys_revoked(self, event: ViewEvent) -> None:
         vehicle = bytes(event.args["vehicleId"])
         self._registered.setdefault(vehicle, True)  # the contract revokes registered vehicles only
-        self._vehicle_epoch[vehicle] = int(event.args["newEpoch"])
+        self._set_epoch(vehicle, int(event.args["newEpoch"]), event)
         self._vehicle_revocations.setdefault(vehicle, []).append(str(event.args["reason"]))
 
     def _on_session_recorded(self, event: ViewEvent) -> None:
@@ -368,6 +430,7 @@ class LedgerView:
             key_manager=str(event.args["keyManager"]),
             block=event.block,
             anchored_at=self._block_time(event.block),
+            log_index=event.log_index,
         )
 
     def _block_time(self, block: int) -> int:
@@ -420,6 +483,8 @@ class LedgerView:
                 for v, epoch in self._vehicle_epoch.items()
             },
             "anchors": {root.hex(): asdict(a) for root, a in self._anchors.items()},
+            "epoch_history": {v.hex(): [list(h) for h in hist] for v, hist in self._epoch_history.items()},
+            "batched": {k: r.as_json() for k, r in self._batched.items()},
             "verifications": {k: list(v) for k, v in self._verifications.items()},
             "roles": {role.hex(): sorted(accounts) for role, accounts in self._roles.items()},
         }
@@ -493,5 +558,10 @@ class LedgerView:
             if info["revocations"]:
                 self._vehicle_revocations[vehicle] = [str(r) for r in info["revocations"]]
         self._anchors = {bytes.fromhex(root): Anchor(**a) for root, a in state["anchors"].items()}
+        self._epoch_history = {
+            bytes.fromhex(v): [(int(b), int(i), int(e)) for b, i, e in hist]
+            for v, hist in state.get("epoch_history", {}).items()
+        }
+        self._batched = {k: ViewKey.from_json(r) for k, r in state.get("batched", {}).items()}
         self._verifications = {k: [int(v[0]), int(v[1])] for k, v in state["verifications"].items()}
         self._roles = {bytes.fromhex(role): set(accounts) for role, accounts in state["roles"].items()}

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import tempfile
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -132,3 +135,54 @@ def test_bench_ledger_quick_reports_its_fields(capsys: pytest.CaptureFixture[str
     for field in ("commit_latency_ms", "validation_latency_ms", "onchain_validation_latency_ms"):
         assert set(report[field]) == {"p50", "p99"} and 0 < report[field]["p50"] <= report[field]["p99"]
     assert report["records"] == 600 and report["batches"] == 5
+
+
+def test_a_key_revoked_after_anchoring_is_revoked_in_the_view(ledger: KeyLedgerClient) -> None:
+    """Batched keys are revoked through their vehicle's epoch (the contract's O(1) revocation):
+    keys anchored before ``revokeVehicleKeys`` turn revoked once the view has the event, a
+    key anchored after it is valid, and a proof is only admitted under an anchored root."""
+    ledger.register_vehicle("car-1")
+    ledger.register_vehicle("car-2")
+    now = ledger.chain.latest_timestamp()
+    before = [KeyRecord(str(uuid.uuid4()), os.urandom(32), f"car-{1 + i % 2}", 0.02, 512, now, now + 600)
+              for i in range(6)]  # fmt: skip
+    batcher = KeyBatcher(ledger, max_batch=100)
+    for r in before:
+        batcher.add(r)
+    batcher.flush()
+    view = LedgerView(ledger)
+    first = batcher.anchored(before[0].key_id)
+    assert first is not None
+    assert view.admit(before[0], first.root, first.proof) == "root-not-anchored"  # not synced yet
+    view.sync()
+    for r in before:
+        item = batcher.anchored(r.key_id)
+        assert item is not None and view.admit(r, item.root, item.proof) == "admitted"
+        assert view.status(r.key_id, now + 1) == "valid"
+    # refusals: a wrong proof, a record that is not the leaf, an unregistered vehicle
+    assert view.admit(before[1], first.root, first.proof) == "bad-proof"
+    forged = KeyRecord(before[0].key_id, os.urandom(32), "car-1", 0.02, 512, now, now + 600)
+    assert view.admit(forged, first.root, first.proof) == "bad-proof"
+    stranger = KeyRecord(str(uuid.uuid4()), os.urandom(32), "car-9", 0.02, 512, now, now + 600)
+    lone = KeyBatcher(ledger, max_batch=1).add(stranger)[0]
+    view.sync()
+    assert view.admit(stranger, lone.root, lone.proof) == "unregistered"
+
+    ledger.revoke_vehicle_keys("car-1", "compromised")
+    assert view.status(before[0].key_id, now + 1) == "valid"  # the view has not seen it yet
+    view.sync()
+    for r in before:
+        expected = "revoked" if r.vehicle == "car-1" else "valid"
+        assert view.status(r.key_id, now + 1) == expected, r.vehicle
+        assert view.validate(r.key_id, r.commitment, now + 1)[1] == expected
+
+    after = KeyRecord(str(uuid.uuid4()), os.urandom(32), "car-1", 0.02, 512, now, now + 600)
+    item = KeyBatcher(ledger, max_batch=1).add(after)[0]
+    view.sync()
+    assert view.admit(after, item.root, item.proof) == "admitted"
+    assert view.status(after.key_id, now + 1) == "valid"  # anchored in the new epoch
+    # a view rebuilt from events and saved/loaded keeps the admitted keys' verdicts
+    copy = LedgerView.load(view.save(Path(tempfile.mkdtemp()) / "view.json"), ledger)
+    assert (
+        copy.status(before[0].key_id, now + 1) == "revoked" and copy.status(after.key_id, now + 1) == "valid"
+    )

@@ -40,11 +40,40 @@ bench.add_command(qkd_cli.bench_cascade)
 
 @bench.command("ledger")
 @ledger_cli.chain_option
-@click.option("--records", type=click.IntRange(min=1, max=10_000_000), default=50_000, show_default=True)
-@click.option("--batch-size", type=click.IntRange(min=1, max=65_536), default=2048, show_default=True)
+@click.option("--records", type=click.IntRange(min=1, max=10_000_000), default=200_000, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1, max=65_536), default=4096, show_default=True)
+@click.option(
+    "--baseline-records",
+    type=click.IntRange(min=1, max=1_000_000),
+    default=5_000,
+    show_default=True,
+    help="Single-record transactions for the baseline.",
+)
+@click.option(
+    "--accounts",
+    type=click.IntRange(min=1, max=9),
+    default=4,
+    show_default=True,
+    help="Key-manager accounts the transactions are spread over.",
+)
+@click.option(
+    "--block-time",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="Interval mining on the anvil the bench starts [default: 1 s; 0 = automine].",
+)
 @click.option("--quick", is_flag=True, help="600 records in batches of 128: a smoke test, not a figure.")
 @ledger_cli.json_option
-def bench_ledger(chain: str, records: int, batch_size: int, quick: bool, as_json: bool) -> None:
+def bench_ledger(
+    chain: str,
+    records: int,
+    batch_size: int,
+    baseline_records: int,
+    accounts: int,
+    block_time: float | None,
+    quick: bool,
+    as_json: bool,
+) -> None:
     """Mined key records/s in Merkle batches against one record per transaction; validation latency."""
     from ledger.bench import run_ledger_bench
 
@@ -53,6 +82,9 @@ def bench_ledger(chain: str, records: int, batch_size: int, quick: bool, as_json
             chain=chain,
             records=records,
             batch_size=batch_size,
+            baseline_records=baseline_records,
+            accounts=accounts,
+            block_time=block_time,
             quick=quick,
             progress=lambda msg: status.update(msg),
         )
