@@ -178,7 +178,7 @@ class LedgerView:
         )
 
     def __len__(self) -> int:
-        return len(self._keys)
+        return len(self._keys) + len(self._batched)
 
     # ------------------------------------------------------------------ queries (hot path)
     def _lookup(self, key_id: str | uuid.UUID | bytes) -> ViewKey | None:
@@ -258,7 +258,8 @@ class LedgerView:
         return merkle.verify(bytes(root), [bytes(p) for p in proof], bytes(leaf))
 
     def key_ids(self) -> list[str]:
-        return list(self._keys)
+        """Every key the view knows: recorded one by one, or admitted from an anchored batch."""
+        return [*self._keys, *self._batched]
 
     def admit(self, record: KeyRecord, root: bytes, proof: Sequence[bytes]) -> str:
         """Learn a Merkle-batched key from its record and inclusion proof.
