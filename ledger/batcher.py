@@ -290,9 +290,12 @@ def _parse(key_id: str | uuid.UUID) -> uuid.UUID:
     if isinstance(key_id, uuid.UUID):
         return key_id
     try:
-        return uuid.UUID(str(key_id).strip())
-    except ValueError:
-        raise BadInput(f"not a UUID key id: {key_id!r}") from None
+        return uuid.UUID(key_id)
+    except (ValueError, TypeError, AttributeError):
+        try:
+            return uuid.UUID(str(key_id).strip())
+        except ValueError:
+            raise BadInput(f"not a UUID key id: {key_id!r}") from None
 
 
 def _canonical(key_id: str | uuid.UUID) -> str:

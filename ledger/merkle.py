@@ -21,8 +21,14 @@ try:  # safe-pysha3: keccak-256 in C, about 1.8 us a call against eth_utils' 11 
     def keccak(data: bytes) -> bytes:
         return _keccak_256(data).digest()
 
+    def _double_keccak(data: bytes) -> bytes:
+        return _keccak_256(_keccak_256(data).digest()).digest()
+
 except ImportError:  # pragma: no cover - the fallback is correct, only slower
     from eth_utils import keccak
+
+    def _double_keccak(data: bytes) -> bytes:
+        return keccak(keccak(data))
 
 KEY_LEAF_TYPES = ("bytes32", "bytes32", "bytes32", "uint32", "uint32", "uint8", "uint64", "uint64")
 
@@ -72,7 +78,7 @@ def key_leaf(
             expires_at.to_bytes(32, "big"),
         )
     )
-    return keccak(keccak(packed))
+    return _double_keccak(packed)
 
 
 def hash_pair(a: bytes, b: bytes) -> bytes:
