@@ -12,12 +12,15 @@ available in the client for users who want them.
 from __future__ import annotations
 
 import functools
+import json
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 from . import ids, merkle
 from .client import KeyLedgerClient
@@ -306,3 +309,123 @@ def _canonical(key_id: str | uuid.UUID) -> str:
 def _vehicle_id(label: str) -> bytes:
     """Vehicles repeat across records: their bytes32 ids are cached."""
     return ids.vehicle_id(label)
+
+
+# ---------------------------------------------------------------------------- files
+
+
+def read_records(path: str | Path, *, now: int, default_ttl: int) -> list[KeyRecord]:
+    """Key records from a JSON-lines file, one object per line.
+
+    Fields: ``key_id`` (UUID), ``commitment`` (64 hex digits), ``vehicle``; optional
+    ``qber`` (0-1, default 0), ``bits`` (default 256), ``protocol`` (bb84/e91),
+    ``created_at`` (default ``now``), and ``expires_at`` or ``ttl`` seconds
+    (default ``default_ttl``). A mistake is reported with its line number.
+    """
+    source = Path(path)
+    try:
+        lines = source.read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BadInput(f"cannot read {source}: {exc}") from None
+    records: list[KeyRecord] = []
+    seen: set[str] = set()
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        where = f"{source}:{number}"
+        try:
+            item = json.loads(line)
+        except ValueError as exc:
+            raise BadInput(f"{where}: not JSON: {exc}") from None
+        if not isinstance(item, dict):
+            raise BadInput(f"{where}: each line must be a JSON object")
+        unknown = set(item) - _RECORD_FIELDS
+        if unknown:
+            raise BadInput(f"{where}: unknown field {sorted(unknown)[0]!r}")
+        try:
+            created = int(item.get("created_at", now))
+            expires = (
+                int(item["expires_at"])
+                if "expires_at" in item
+                else created + int(item.get("ttl", default_ttl))
+            )
+            record = KeyRecord(
+                key_id=_canonical(item["key_id"]),
+                commitment=ids.hex32(str(item["commitment"]), "commitment"),
+                vehicle=str(item["vehicle"]),
+                qber=float(item.get("qber", 0.0)),
+                final_key_bits=int(item.get("bits", 256)),
+                created_at=created,
+                expires_at=expires,
+                protocol=str(item.get("protocol", "bb84")),
+            )
+            ids.vehicle_id(record.vehicle)
+            if expires <= created:
+                raise BadInput(f"expiry {expires} is not after creation {created}")
+            if not 0 < record.final_key_bits < 2**32:
+                raise BadInput(f"bits must be a positive 32-bit number, got {record.final_key_bits}")
+            record.leaf()  # every remaining range check
+        except KeyError as exc:
+            raise BadInput(f"{where}: missing field {exc.args[0]!r}") from None
+        except (TypeError, ValueError) as exc:
+            raise BadInput(f"{where}: {exc}") from None
+        except BadInput as exc:
+            raise BadInput(f"{where}: {exc}") from None
+        key = str(record.key_id)
+        if key in seen:
+            raise BadInput(f"{where}: key {key} appears twice")
+        seen.add(key)
+        records.append(record)
+    if not records:
+        raise BadInput(f"{source} holds no records")
+    return records
+
+
+_RECORD_FIELDS = {
+    "key_id",
+    "commitment",
+    "vehicle",
+    "qber",
+    "bits",
+    "protocol",
+    "created_at",
+    "expires_at",
+    "ttl",
+}
+
+
+def proof_document(record: KeyRecord, anchored: Anchored) -> dict[str, Any]:
+    """What a receiver needs to admit a batched key: the record, its leaf, root and proof."""
+    return {
+        "key_id": str(record.key_id),
+        "commitment": record.commitment.hex(),
+        "vehicle": record.vehicle,
+        "qber": record.qber,
+        "bits": record.final_key_bits,
+        "protocol": record.protocol,
+        "created_at": record.created_at,
+        "expires_at": record.expires_at,
+        "leaf": anchored.leaf.hex(),
+        "root": anchored.root.hex(),
+        "proof": [p.hex() for p in anchored.proof],
+        "block": anchored.block_number,
+        "tx_hash": anchored.tx_hash,
+    }
+
+
+def record_from_proof(document: dict[str, Any]) -> tuple[KeyRecord, bytes, list[bytes]]:
+    """The record, root and proof back from :func:`proof_document`'s output."""
+    try:
+        record = KeyRecord(
+            key_id=_canonical(document["key_id"]),
+            commitment=bytes.fromhex(document["commitment"]),
+            vehicle=str(document["vehicle"]),
+            qber=float(document["qber"]),
+            final_key_bits=int(document["bits"]),
+            created_at=int(document["created_at"]),
+            expires_at=int(document["expires_at"]),
+            protocol=str(document["protocol"]),
+        )
+        return record, bytes.fromhex(document["root"]), [bytes.fromhex(p) for p in document["proof"]]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise BadInput(f"not a key proof document ({exc})") from None

@@ -10,8 +10,10 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import click
@@ -421,3 +423,135 @@ def unpause(chain: str, sender: str | None, as_json: bool) -> None:
     with ledger_client(chain, sender) as ledger:
         result = ledger.unpause()
     report({"paused": False, **tx_fields(result)}, as_json)
+
+
+@app.command()
+@click.option(
+    "--records",
+    "records_file",
+    required=True,
+    metavar="FILE",
+    help="JSON lines: key_id, commitment, vehicle [, qber, bits, protocol, created_at, expires_at | ttl].",
+)
+@click.option(
+    "--proofs", "proofs_file", required=True, metavar="OUT", help="Where to write each key's proof."
+)
+@click.option("--batch-size", type=click.IntRange(min=1, max=65_536), default=1024, show_default=True)
+@click.option(
+    "--ttl", type=click.IntRange(min=1), default=3600, show_default=True, help="Default lifetime, s."
+)
+@chain_option
+@from_option
+@json_option
+def anchor(
+    records_file: str,
+    proofs_file: str,
+    batch_size: int,
+    ttl: int,
+    chain: str,
+    sender: str | None,
+    as_json: bool,
+) -> None:
+    """Record many keys as Merkle batches, one root per transaction (key-manager role).
+
+    Each anchored batch's proofs are appended to OUT (JSON lines, fsynced) as soon as it
+    is mined, so an interrupted run keeps every proof of what reached the chain.
+    """
+    from .batcher import KeyBatcher, proof_document, read_records
+
+    target = Path(proofs_file)
+    if target.exists() and target.stat().st_size:
+        raise BadInput(f"{target} exists: choose a new file for the proofs")
+    with ledger_client(chain, sender) as ledger:
+        records = read_records(records_file, now=ledger.chain.latest_timestamp(), default_ttl=ttl)
+        by_key = {str(r.key_id): r for r in records}
+        written = 0
+        roots: list[str] = []
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with target.open("a") as out, _progress(len(records), "anchoring") as advance:
+
+            def save(items: list[Any]) -> None:
+                nonlocal written
+                for item in items:
+                    out.write(json.dumps(proof_document(by_key[item.key_id], item)) + "\n")
+                out.flush()
+                os.fsync(out.fileno())
+                written += len(items)
+                roots.append("0x" + items[0].root.hex())
+                advance(len(items))
+
+            batcher = KeyBatcher(ledger, max_batch=batch_size, max_age_s=3600, on_anchored=save)
+            for record in records:
+                batcher.add(record)
+            batcher.flush()
+    report(
+        {
+            "records": written,
+            "batches": batcher.batches,
+            "gas_used": batcher.gas_used,
+            "gas_per_record": round(batcher.gas_used / max(written, 1), 1),
+            "roots": roots,
+            "proofs": str(target),
+            "key_manager": ledger.sender.address,
+        },
+        as_json,
+    )
+
+
+@app.command()
+@click.option(
+    "--proofs", "proofs_file", required=True, metavar="FILE", help="A file written by `ledger anchor`."
+)
+@click.option("--key-id", required=True, metavar="UUID")
+@chain_option
+@json_option
+def prove(proofs_file: str, key_id: str, chain: str, as_json: bool) -> None:
+    """Check a batched key: its proof on chain and in a local ledger view, and its status."""
+    from .batcher import record_from_proof
+    from .view import LedgerView
+
+    wanted = str(uuid.UUID(str(ids.key_uuid(ids.key_id(key_id)))))
+    document = None
+    try:
+        with open(proofs_file) as fh:
+            for line in fh:
+                if line.strip() and json.loads(line).get("key_id") == wanted:
+                    document = json.loads(line)
+                    break
+    except (OSError, ValueError) as exc:
+        raise BadInput(f"cannot read {proofs_file}: {exc}") from None
+    if document is None:
+        raise BadInput(f"no proof for key {wanted} in {proofs_file}")
+    record, root, proof = record_from_proof(document)
+    with ledger_client(chain) as ledger:
+        view = LedgerView(ledger)
+        view.sync()
+        admitted = view.admit(record, root, proof)
+        data = {
+            "key_id": wanted,
+            "root": "0x" + root.hex(),
+            "anchored": view.anchor(root) is not None,
+            "included_on_chain": ledger.verify_inclusion(root, proof, record.leaf()),
+            "view": admitted,
+            "status": view.status(wanted, ledger.chain.latest_timestamp())
+            if admitted == "admitted"
+            else "unknown",
+        }
+    report(data, as_json)
+
+
+@contextmanager
+def _progress(total: int, label: str) -> Iterator[Callable[[int], None]]:
+    """A progress bar on stderr for long work; ``advance(n)`` moves it on."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    with Progress(
+        TextColumn(label),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=err,
+        transient=True,
+    ) as bar:
+        task = bar.add_task(label, total=total)
+        yield lambda n: bar.advance(task, n)

@@ -186,3 +186,75 @@ def test_a_key_revoked_after_anchoring_is_revoked_in_the_view(ledger: KeyLedgerC
     assert (
         copy.status(before[0].key_id, now + 1) == "revoked" and copy.status(after.key_id, now + 1) == "valid"
     )
+
+
+def test_ledger_anchor_and_prove_from_the_shell(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from vehicles.cli import main
+
+    def qkdiov(*argv: str) -> tuple[int, str, str]:
+        with pytest.raises(SystemExit) as info:
+            main(list(argv))
+        out, err = capsys.readouterr()
+        return int(info.value.code or 0), out, err
+
+    records = tmp_path / "records.jsonl"
+    keys = [str(uuid.uuid4()) for _ in range(7)]
+    records.write_text(
+        "".join(
+            json.dumps(
+                {"key_id": k, "commitment": os.urandom(32).hex(), "vehicle": f"car-{i % 2}", "ttl": 600}
+            )
+            + "\n"
+            for i, k in enumerate(keys)
+        )
+    )
+    assert qkdiov("deploy", "--json")[0] == 0
+    for vehicle in ("car-0", "car-1"):
+        assert qkdiov("ledger", "register", "--vehicle", vehicle, "--json")[0] == 0
+    proofs = tmp_path / "proofs.jsonl"
+    code, out, _ = qkdiov("ledger", "anchor", "--records", str(records), "--proofs", str(proofs),
+                          "--batch-size", "3", "--json")  # fmt: skip
+    summary = json.loads(out)
+    assert code == 0 and summary["records"] == 7 and summary["batches"] == 3
+    assert len(proofs.read_text().splitlines()) == 7
+
+    code, out, _ = qkdiov("ledger", "prove", "--proofs", str(proofs), "--key-id", keys[0], "--json")
+    assert code == 0 and json.loads(out) | {"root": None} == {
+        "key_id": keys[0], "root": None, "anchored": True, "included_on_chain": True,
+        "view": "admitted", "status": "valid",
+    }  # fmt: skip
+    assert qkdiov("ledger", "revoke", "--vehicle", "car-0", "--reason", "stolen", "--json")[0] == 0
+    assert (
+        json.loads(qkdiov("ledger", "prove", "--proofs", str(proofs), "--key-id", keys[0], "--json")[1])[
+            "status"
+        ]
+        == "revoked"
+    )
+    assert (
+        json.loads(qkdiov("ledger", "prove", "--proofs", str(proofs), "--key-id", keys[1], "--json")[1])[
+            "status"
+        ]
+        == "valid"
+    )
+
+    # a tampered record no longer matches its proof
+    lines = [json.loads(line) for line in proofs.read_text().splitlines()]
+    lines[1]["bits"] += 1
+    forged = tmp_path / "forged.jsonl"
+    forged.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    verdict = json.loads(qkdiov("ledger", "prove", "--proofs", str(forged), "--key-id", keys[1], "--json")[1])
+    assert verdict["included_on_chain"] is False and verdict["view"] == "bad-proof"
+
+    # user mistakes: one line, exit 2
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(
+        json.dumps({"key_id": keys[0], "commitment": "00" * 32, "vehicle": "car-0"}) + "\nnot json\n"
+    )
+    code, _, err = qkdiov("ledger", "anchor", "--records", str(bad), "--proofs", str(tmp_path / "p.jsonl"))
+    assert code == 2 and "bad.jsonl:2: not JSON" in err and err.count("\n") == 1
+    code, _, err = qkdiov("ledger", "anchor", "--records", str(records), "--proofs", str(proofs))
+    assert code == 2 and "exists" in err
+    code, _, err = qkdiov("ledger", "prove", "--proofs", str(proofs), "--key-id", str(uuid.uuid4()))
+    assert code == 2 and "no proof for key" in err
