@@ -289,7 +289,9 @@ class TxPipeline:
             self.close()
 
     def start(self) -> None:
-        if self._collector is None:
+        # The embedded chain mines on send and ``_send`` takes each receipt there, so it
+        # needs no collector (polling it would only contend for the interpreter).
+        if self._collector is None and self.chain.name != "embedded":
             self._collector = threading.Thread(target=self._collect, name="receipts", daemon=True)
             self._collector.start()
 
@@ -357,7 +359,7 @@ class TxPipeline:
         """Sign and send every call (round robin over the accounts); returns the hashes."""
         if self._broken:
             raise LedgerError(f"the pipeline stopped: {self._broken}")
-        if self._collector is None:
+        if self._collector is None and self.chain.name != "embedded":
             raise LedgerError("start the pipeline first (use it in a `with` block)")
         hashes: list[str] = []
         for start in range(0, len(calls), self.chunk):
@@ -449,7 +451,7 @@ class TxPipeline:
                 if self._collector_error is not None:
                     raise LedgerError(f"receipt collection failed: {self._collector_error}")
                 remaining = deadline - time.monotonic()
-                if remaining <= 0 or self._collector is None:
+                if remaining <= 0 or (self._collector is None and self.chain.name != "embedded"):
                     raise LedgerError(f"{len(self._in_flight)} transactions not mined in time")
                 self._cond.wait(timeout=min(remaining, 0.5))
 
