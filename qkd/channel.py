@@ -16,6 +16,7 @@ command-line entry that maps a name and options onto them.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import asdict, dataclass, replace
 from typing import Any
@@ -125,26 +126,21 @@ class Channel:
         explicit = self.noise_p if self.noise == "depolarizing" else 0.0
         return 1.0 - (1.0 - self.misalignment_depolarizing) * (1.0 - explicit)
 
+    def _noise_parameters(self) -> tuple[float, float]:
+        return self.total_depolarizing(), (self.noise_p if self.noise == "bitflip" else 0.0)
+
     def quantum_error(self) -> QuantumError | None:
         """The one-qubit error of the channel gate, or ``None`` for a noiseless channel."""
-        depolarizing = self.total_depolarizing()
-        bitflip = self.noise_p if self.noise == "bitflip" else 0.0
-        error: QuantumError | None = None
-        if depolarizing > 0.0:
-            error = depolarizing_error(depolarizing, 1)
-        if bitflip > 0.0:
-            flip = pauli_error([("X", bitflip), ("I", 1.0 - bitflip)])
-            error = flip if error is None else error.compose(flip)
-        return error
+        return _quantum_error(*self._noise_parameters())
 
     def noise_model(self) -> NoiseModel | None:
-        """A Qiskit noise model with the channel error on every ``id`` gate (``None`` when noiseless)."""
-        error = self.quantum_error()
-        if error is None:
-            return None
-        model = NoiseModel(basis_gates=BASIS_GATES)
-        model.add_all_qubit_quantum_error(error, [CHANNEL_GATE])
-        return model
+        """A Qiskit noise model with the channel error on every ``id`` gate (``None`` when noiseless).
+
+        Built once per distinct noise (about 2.5 ms each time otherwise): sessions at many
+        distances over one channel preset share it, since loss is not part of it. Callers
+        must not modify the model they get.
+        """
+        return _noise_model(*self._noise_parameters())
 
     def noise_description(self) -> str:
         """Which noise a run used, in words, so that reports say it."""
@@ -164,6 +160,27 @@ class Channel:
         if not pieces:
             return f"none (noiseless channel {CHANNEL_GATE} gate)"
         return f"{' then '.join(pieces)} on the channel {CHANNEL_GATE} gate"
+
+
+@functools.lru_cache(maxsize=64)
+def _quantum_error(depolarizing: float, bitflip: float) -> QuantumError | None:
+    error: QuantumError | None = None
+    if depolarizing > 0.0:
+        error = depolarizing_error(depolarizing, 1)
+    if bitflip > 0.0:
+        flip = pauli_error([("X", bitflip), ("I", 1.0 - bitflip)])
+        error = flip if error is None else error.compose(flip)
+    return error
+
+
+@functools.lru_cache(maxsize=64)
+def _noise_model(depolarizing: float, bitflip: float) -> NoiseModel | None:
+    error = _quantum_error(depolarizing, bitflip)
+    if error is None:
+        return None
+    model = NoiseModel(basis_gates=BASIS_GATES)
+    model.add_all_qubit_quantum_error(error, [CHANNEL_GATE])
+    return model
 
 
 def _check_range(label: str, value: float, low: float, high: float) -> None:
