@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import math
+from collections import Counter
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from vehicles.crypto import Header, PadSegment, Rejected, Sealed, _Reader
+from vehicles.metrics import MessageRecord, Metrics
 from vehicles.radio import (
     CCA_TIME_S,
     Channel,
+    LinkTable,
     RadioParameters,
     SpatialGrid,
     airtime_s,
@@ -22,6 +26,7 @@ from vehicles.radio import (
     received,
     reception_probability,
     rx_energy_j,
+    rx_power_dbm,
     two_ray_crossover_m,
     tx_energy_j,
 )
@@ -293,3 +298,218 @@ def test_energy_by_hand_on_both_sides_of_d0() -> None:
 def test_bad_radio_parameters_are_readable_errors(params: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         RadioParameters(**params)
+
+
+# ---- the per-frame fast path: each part against the straightforward formulation --------------
+
+
+def _straightforward_faded_dbm(distance: np.ndarray, params: RadioParameters, rng: np.random.Generator):
+    mean = mean_rx_power_dbm(distance, params)
+    near = distance < params.nakagami_switch_m
+    gain = np.empty(mean.shape)
+    gain[near] = rng.gamma(params.nakagami_m_near, 1.0 / params.nakagami_m_near, size=int(near.sum()))
+    gain[~near] = rng.gamma(params.nakagami_m_far, 1.0 / params.nakagami_m_far, size=int((~near).sum()))
+    return mean + 10.0 * np.log10(gain)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_fading_draws_equal_the_masked_formulation(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    for distance in (rng.uniform(0, 900, 60), rng.uniform(0, 70, 8), rng.uniform(90, 900, 8), np.zeros(0)):
+        expected = _straightforward_faded_dbm(distance, DEFAULT, np.random.default_rng(seed + 100))
+        got = rx_power_dbm(distance, DEFAULT, np.random.default_rng(seed + 100))
+        assert np.array_equal(got, expected)
+
+
+@settings(max_examples=60, deadline=None)
+@given(points=st.lists(point, max_size=50), reach=st.sampled_from([0.0, 25.0, 60.0, 200.0]))
+def test_link_table_rows_equal_grid_queries(points: list[tuple[float, float]], reach: float) -> None:
+    positions = np.array(points, dtype=float).reshape(-1, 2)
+    grid = SpatialGrid(positions, max(reach, 1.0))
+    table = LinkTable(grid, reach, DEFAULT)
+    assert len(table) == 2 * grid.pairs_within(reach)[0].size
+    for index in range(len(positions)):
+        links = table.of(index)
+        expected = grid.neighbours_of(index, reach)
+        assert np.array_equal(table.target[links], expected)
+        where = positions[expected]
+        distance = np.hypot(*(where - positions[index]).T) if expected.size else np.zeros(0)
+        assert np.array_equal(table.distance_m[links], distance)
+        assert np.array_equal(table.mean_rx_dbm[links], mean_rx_power_dbm(distance, DEFAULT))
+
+
+def _pairwise_outcome(frames: list, finish_order: list[int]) -> dict[int, tuple[set[int], set[int]]]:
+    """The definition: a receiver loses a frame to any other overlapping frame it can decode
+    or that it sends itself (no capture)."""
+    outcome = {}
+    for serial in finish_order:
+        frame = frames[serial]
+        lost = set()
+        for other in frames:
+            if other is frame or not (other.start < frame.end and frame.start < other.end):
+                continue
+            lost |= set(other.receivers[other.decodable].tolist()) | {other.sender}
+        heard = set(frame.receivers[frame.decodable].tolist())
+        outcome[serial] = (heard - lost, heard & lost)
+    return outcome
+
+
+@pytest.mark.parametrize("seed", range(12))
+@pytest.mark.parametrize("fast", [False, True])
+def test_channel_bookkeeping_equals_the_pairwise_definition(seed: int, fast: bool) -> None:
+    """Random senders and start times on a 1.2 km line (hidden terminals, shared start slots,
+    frames starting exactly at another's end); finished at their end or later."""
+    rng = np.random.default_rng(seed)
+    nodes = 14
+    where = np.column_stack([rng.uniform(0.0, 1200.0, nodes), np.zeros(nodes)])
+    channel = Channel(DEFAULT)
+    channel.reserve_slots(nodes)
+    frames, pending, finished, now = [], [], {}, 0.0
+    busy_until = np.full(nodes, -np.inf)
+    for _ in range(120):
+        step = rng.choice([0.0, 13e-6, 1e-4, 4e-4, 1e-3])
+        now += step
+        if pending and rng.random() < 0.5:  # finish what has ended (sometimes later than its end)
+            for frame in [f for f in pending if f.end <= now]:
+                pending.remove(frame)
+                outcome = channel.finish(frame)
+                finished[frame.serial] = outcome
+        free = np.flatnonzero(busy_until <= now)
+        if free.size == 0:
+            continue
+        sender = int(rng.choice(free))
+        if frames and rng.random() < 0.2:  # start exactly when an earlier frame ends
+            ends = [f.end for f in frames if f.end >= now and busy_until[sender] <= f.end]
+            now = min(ends) if ends else now
+        others = np.array([i for i in range(nodes) if i != sender])
+        payload = int(rng.choice([100, 300]))
+        frame_rng = np.random.default_rng(int(rng.integers(1 << 32)))
+        if fast:
+            distance = np.hypot(*(where[others] - where[sender]).T)
+            frame = channel.transmit_links(
+                sender,
+                sender,
+                where[sender],
+                now,
+                payload,
+                others,
+                others,
+                distance,
+                mean_rx_power_dbm(distance, DEFAULT),
+                frame_rng,
+            )
+        else:
+            frame = channel.transmit(sender, where[sender], now, payload, others, where[others], frame_rng)
+        busy_until[sender] = frame.end
+        frames.append(frame)
+        pending.append(frame)
+    for frame in pending:
+        finished[frame.serial] = channel.finish(frame)
+    expected = _pairwise_outcome(frames, list(finished))
+    collisions = 0
+    for serial, outcome in finished.items():
+        delivered, collided = expected[serial]
+        assert set(outcome.delivered.tolist()) == delivered
+        assert set(outcome.collided.tolist()) == collided
+        assert np.array_equal(frames[serial].receivers[outcome.delivered_index], outcome.delivered)
+        collisions += len(collided)
+    assert collisions > 0
+    # kept: only frames that a frame starting now could still overlap
+    assert channel.tracked_transmissions == sum(f.end > frames[-1].start for f in frames)
+
+
+def test_transmit_links_draws_and_delivers_as_transmit_does() -> None:
+    rng = np.random.default_rng(3)
+    where = rng.uniform(0.0, 900.0, (30, 2))
+    ids = np.arange(1, 30)
+    by_ids, by_links = Channel(DEFAULT), Channel(DEFAULT)
+    by_links.reserve_slots(30)
+    first = by_ids.transmit(0, where[0], 0.0, 300, ids, where[1:], np.random.default_rng(9))
+    distance = np.hypot(*(where[1:] - where[0]).T)
+    second = by_links.transmit_links(
+        0,
+        0,
+        where[0],
+        0.0,
+        300,
+        ids,
+        ids,
+        distance,
+        mean_rx_power_dbm(distance, DEFAULT),
+        np.random.default_rng(9),
+    )
+    assert np.array_equal(first.rx_power_dbm, second.rx_power_dbm) and first.end == second.end
+    assert np.array_equal(by_ids.finish(first).delivered, by_links.finish(second).delivered)
+    with pytest.raises(ValueError, match="not both"):
+        by_links.transmit(1, where[1], 1.0, 300, ids[1:], where[2:], np.random.default_rng(0))
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    distance=st.one_of(
+        st.floats(0.0, 3000.0),
+        st.floats(-1e-6, 1e-6).map(lambda e: nominal_range_m(DEFAULT) * (1 + e)),
+    ),
+    two_ray=st.booleans(),
+)
+def test_carrier_sense_equals_the_mean_power_check(distance: float, two_ray: bool) -> None:
+    params = RadioParameters(path_loss="two-ray") if two_ray else DEFAULT
+    channel = Channel(params)
+    frame = channel.transmit(
+        1, np.zeros(2), 0.0, 300, np.array([2]), np.array([[10.0, 0.0]]), np.random.default_rng(0)
+    )
+    sensed = float(mean_rx_power_dbm(distance, params)) >= params.carrier_sense_dbm
+    assert channel.busy_until((distance, 0.0), CCA_TIME_S) == (frame.end if sensed else CCA_TIME_S)
+
+
+def test_binned_metrics_equal_the_distance_formulation() -> None:
+    """Metrics buffers distance bins and counts them in bulk; the counts are the per-frame ones."""
+    rng = np.random.default_rng(5)
+    fast, plain = Metrics(pdr_range_m=540.0), Metrics(pdr_range_m=540.0)
+    expected_bins: Counter[int] = Counter()
+    received_bins: Counter[int] = Counter()
+    for message in range(3000):
+        distance = rng.uniform(0.0, 1000.0, int(rng.integers(0, 60)))
+        in_range = distance[distance <= 540.0]
+        for metrics in (fast, plain):
+            record = MessageRecord(message, "cam", 1, 0.0, 300, 350, None, expected=in_range.size)
+            if metrics is fast:
+                metrics.on_air_binned(record, metrics.distance_bins(distance))
+                metrics.delivered_binned(record, metrics.distance_bins(distance[::2]), 1e-3)
+            else:
+                metrics.on_air(record, in_range)
+                metrics.delivered(record, distance[::2], 1e-3)
+        expected_bins.update((in_range // 50.0).astype(int).tolist())
+        received = distance[::2]
+        received_bins.update((received[received <= 540.0] // 50.0).astype(int).tolist())
+    for metrics in (fast, plain):
+        assert metrics.distance_expected == expected_bins
+        assert metrics.distance_received == received_bins
+    assert fast.summary(duration_s=1.0) == plain.summary(duration_s=1.0)
+
+
+def test_wire_parser_agrees_with_the_reader_on_good_and_damaged_messages() -> None:
+    header = Header(
+        "otp", "veh-1-7", 42, 1.25, segments=(PadSegment("k1", 0, 2654), PadSegment("k2", 9, 300))
+    )
+    wire = Sealed(header, b"x" * 300, b"t" * 16).to_bytes()
+    assert Sealed.from_bytes(wire) == Sealed(header, b"x" * 300, b"t" * 16)
+    assert Header._from_wire(wire)[0] == Header.decode(_Reader(wire))
+    rng = np.random.default_rng(1)
+    for cut in range(len(wire)):
+        with pytest.raises(Rejected, match="malformed"):
+            Sealed.from_bytes(wire[:cut])
+    for _ in range(300):
+        damaged = bytearray(wire[: len(header.encoded) + 2])
+        damaged[int(rng.integers(len(damaged)))] = int(rng.integers(256))
+        damaged = bytes(damaged) + wire[len(header.encoded) + 2 :]
+        try:
+            reference = Header.decode(_Reader(damaged))
+        except Exception:  # the reader refuses it one way or another
+            reference = None
+        try:
+            parsed = Sealed.from_bytes(damaged)
+        except Rejected as exc:
+            assert exc.reason == "malformed"
+            continue
+        assert reference is not None and parsed.header.encoded == reference.encoded  # (NaN != NaN)

@@ -127,14 +127,32 @@ def test_pdr_falls_with_distance(aes_run) -> None:
 
 
 def test_keys_used_are_exactly_keys_recorded_on_the_ledger(otp_run) -> None:
-    _, world = otp_run
+    """Batched keys (the default): every key a message used is in a Merkle batch whose root is
+    anchored on chain, and its proof verifies there; the chain holds no record that no session
+    produced."""
+    summary, world = otp_run
     recorded = set(world.view.key_ids())
     assert world.keys_used and world.keys_used <= recorded
     for key_id in world.keys_used:
         record = world.view.record(key_id)
         assert record is not None
         assert record.commitment.hex().removeprefix("0x") == world.key_commitment_of(key_id)
-    assert len(recorded) == len(world.metrics.key_rows)  # nothing recorded that no session produced
+        anchored = next(a for b in world.batchers if (a := b.anchored(key_id)) is not None)
+        assert world.ledger.verify_inclusion(anchored.root, list(anchored.proof), anchored.leaf)
+    on_chain = world.ledger.stats()
+    assert on_chain["sessions"] == 0  # nothing went through single-record transactions
+    produced = len(world.metrics.key_rows) + summary["keys"]["awaiting_anchor"]
+    assert on_chain["batched_records"] == produced == len(recorded) + summary["keys"]["awaiting_anchor"]
+
+
+def test_single_record_anchoring_records_each_key() -> None:
+    summary, world = run(
+        small("otp", duration_s=3.0, keys=dataclasses.replace(small("otp").keys, anchoring="single"))
+    )
+    recorded = set(world.view.key_ids())
+    assert world.keys_used and world.keys_used <= recorded
+    assert world.ledger.stats()["sessions"] == len(recorded) == len(world.metrics.key_rows)
+    assert summary["keys"]["anchoring"] == "single" and not world.batchers
 
 
 def test_metric_definitions_on_a_hand_checked_case() -> None:

@@ -52,6 +52,7 @@ def run_sim_bench(
         started = time.perf_counter()
         summary, world = run(scenario)
         wall = time.perf_counter() - started
+        ledger_s = world.metrics.ledger_wall_s - world.ledger_setup_s
         rows.append(
             {
                 "vehicles": vehicles,
@@ -60,6 +61,11 @@ def run_sim_bench(
                 "setup_s": round(world.setup_s, 3),
                 "run_s": round(world.run_s, 3),
                 "realtime_factor": round(duration / world.run_s, 3),
+                # where the wall time of the run went: QKD sessions, ledger calls, the rest
+                # (radio, traffic, validation, decryption, SimPy)
+                "qkd_s": round(world.qkd_wall_s, 3),
+                "ledger_s": round(ledger_s, 3),
+                "radio_and_rest_s": round(world.run_s - world.qkd_wall_s - ledger_s, 3),
                 "events": world.env.events_processed,
                 "events_per_s": round(world.env.events_processed / world.run_s),
                 "frames": summary["messages_sent"],

@@ -332,12 +332,29 @@ _EPOCH = struct.Struct(">IH")  # epoch, number of pad segments
 _SEGMENT = struct.Struct(">QI")
 
 
-def _put_text(out: list[bytes], text: str) -> None:
+def _text_field(text: str) -> bytes:
+    """An identifier on the wire: one length byte, then its UTF-8 bytes."""
     raw = text.encode("utf-8")
     if len(raw) > 255:
         raise ValueError(f"identifier longer than 255 bytes: {text[:40]!r}...")
-    out.append(bytes((len(raw),)))
-    out.append(raw)
+    return bytes((len(raw),)) + raw
+
+
+def _put_text(out: list[bytes], text: str) -> None:
+    out.append(_text_field(text))
+
+
+def _text_at(data: bytes, pos: int) -> tuple[str, int]:
+    """The identifier at ``pos`` and the position after it (``_Reader.text`` in one step)."""
+    if pos >= len(data):
+        raise Rejected("malformed", "message cut short")
+    end = pos + 1 + data[pos]
+    if end > len(data):
+        raise Rejected("malformed", "message cut short")
+    try:
+        return data[pos + 1 : end].decode("utf-8"), end
+    except UnicodeDecodeError:
+        raise Rejected("malformed", "identifier is not UTF-8") from None
 
 
 class _Reader:
@@ -384,13 +401,15 @@ class Header:
 
     def __post_init__(self) -> None:
         # encoded once, eagerly: it is the MAC input or associated data and the wire header
-        out = [_FIXED.pack(HEADER_VERSION, _MODE_CODES[self.mode])]
-        _put_text(out, self.sender)
-        out.append(_SEQ_TIME.pack(self.seq, self.timestamp))
-        _put_text(out, self.key_id)
-        out.append(_EPOCH.pack(self.epoch, len(self.segments)))
+        out = [
+            _FIXED.pack(HEADER_VERSION, _MODE_CODES[self.mode]),
+            _text_field(self.sender),
+            _SEQ_TIME.pack(self.seq, self.timestamp),
+            _text_field(self.key_id),
+            _EPOCH.pack(self.epoch, len(self.segments)),
+        ]
         for segment in self.segments:
-            _put_text(out, segment.key_id)
+            out.append(_text_field(segment.key_id))
             out.append(_SEGMENT.pack(segment.offset, segment.length))
         object.__setattr__(self, "encoded", b"".join(out))
 
@@ -410,6 +429,28 @@ class Header:
             segments.append(PadSegment(seg_key, int(offset), int(length)))
         mode = _MODE_NAMES[int(mode_code)]
         return cls(mode, sender, int(seq), float(timestamp), key_id, int(epoch), tuple(segments))
+
+    @classmethod
+    def _from_wire(cls, data: bytes) -> tuple[Header, int]:
+        """:meth:`decode` straight from the bytes: the header and where it ends."""
+        try:
+            version, mode_code = _FIXED.unpack_from(data, 0)
+            if version != HEADER_VERSION or mode_code not in _MODE_NAMES:
+                raise Rejected("malformed", f"version {version}, mode {mode_code}")
+            sender, pos = _text_at(data, 2)
+            seq, timestamp = _SEQ_TIME.unpack_from(data, pos)
+            key_id, pos = _text_at(data, pos + _SEQ_TIME.size)
+            epoch, count = _EPOCH.unpack_from(data, pos)
+            pos += _EPOCH.size
+            segments = []
+            for _ in range(count):
+                seg_key, pos = _text_at(data, pos)
+                offset, length = _SEGMENT.unpack_from(data, pos)
+                pos += _SEGMENT.size
+                segments.append(PadSegment(seg_key, offset, length))
+        except struct.error:
+            raise Rejected("malformed", "message cut short") from None
+        return cls(_MODE_NAMES[mode_code], sender, seq, timestamp, key_id, epoch, tuple(segments)), pos
 
 
 @dataclass(frozen=True)
@@ -433,18 +474,20 @@ class Sealed:
     @classmethod
     def from_bytes(cls, data: bytes) -> Sealed:
         """Parse a received message; anything that does not re-encode identically is malformed."""
-        reader = _Reader(bytes(data))
+        data = bytes(data)
         try:
-            header = Header.decode(reader)
-        except (struct.error, ValueError) as exc:
+            header, header_end = Header._from_wire(data)
+        except ValueError as exc:
             raise Rejected("malformed", str(exc)) from None
-        header_end = reader.pos
-        size = int.from_bytes(reader.take(2), "big")
-        ciphertext = reader.take(size)
-        tag = reader.take(TAG_BYTES)
-        if reader.pos != len(reader.data) or header.encoded != reader.data[:header_end]:
+        body = header_end + 2
+        if body > len(data):
+            raise Rejected("malformed", "message cut short")
+        tag_at = body + int.from_bytes(data[header_end:body], "big")
+        if tag_at + TAG_BYTES > len(data):
+            raise Rejected("malformed", "message cut short")
+        if tag_at + TAG_BYTES != len(data) or header.encoded != data[:header_end]:
             raise Rejected("malformed", "trailing or non-canonical bytes")
-        return cls(header, ciphertext, tag)
+        return cls(header, data[body:tag_at], data[tag_at:])
 
 
 # ---------------------------------------------------------------------------- one-time MAC

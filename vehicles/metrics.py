@@ -23,6 +23,42 @@ from typing import Any
 import numpy as np
 
 DISTANCE_BIN_M = 50.0
+OUT_OF_RANGE = -1  # a distance bin that is not counted
+_FLUSH_ENTRIES = 1 << 16
+
+
+class _BinCounts:
+    """A histogram of small non-negative ints, fed with arrays: buffered, counted by one bincount."""
+
+    __slots__ = ("_counts", "_pending", "_pending_entries")
+
+    def __init__(self) -> None:
+        self._counts = np.zeros(0, dtype=np.int64)
+        self._pending: list[np.ndarray] = []
+        self._pending_entries = 0
+
+    def add(self, bins: np.ndarray) -> None:
+        self._pending.append(bins)
+        self._pending_entries += bins.size
+        if self._pending_entries >= _FLUSH_ENTRIES:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self._pending:
+            return
+        bins = np.concatenate(self._pending)
+        self._pending.clear()
+        self._pending_entries = 0
+        counts = np.bincount(bins[bins >= 0])
+        if counts.size > self._counts.size:
+            counts[: self._counts.size] += self._counts
+            self._counts = counts
+        else:
+            self._counts[: counts.size] += counts
+
+    def counter(self) -> Counter[int]:
+        self._flush()
+        return Counter({int(i): int(self._counts[i]) for i in np.flatnonzero(self._counts)})
 
 
 @dataclass
@@ -48,8 +84,6 @@ class Metrics:
     validation_ns: list[int] = field(default_factory=list)
     rejections: Counter[str] = field(default_factory=Counter)
     drops: Counter[str] = field(default_factory=Counter)  # sender-side: no key, pool empty
-    distance_expected: Counter[int] = field(default_factory=Counter)
-    distance_received: Counter[int] = field(default_factory=Counter)
     energy_radio_j: float = 0.0
     energy_crypto_j: float = 0.0
     delivered_payload_bits: int = 0
@@ -65,25 +99,53 @@ class Metrics:
     sessions_aborted: int = 0
     bits_generated: int = 0
     bits_consumed: int = 0
+    # Receptions per distance bin: bin-index arrays are buffered and counted in bulk.
+    _histograms: dict[str, _BinCounts] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self._histograms = {"expected": _BinCounts(), "received": _BinCounts()}
+
+    @property
+    def distance_expected(self) -> Counter[int]:
+        """Expected receptions per distance bin (bin i: i * DISTANCE_BIN_M up to the next bin)."""
+        return self._histograms["expected"].counter()
+
+    @property
+    def distance_received(self) -> Counter[int]:
+        """Receptions within ``pdr_range_m`` per distance bin."""
+        return self._histograms["received"].counter()
+
+    def distance_bins(self, distances_m: np.ndarray) -> np.ndarray:
+        """Each distance's bin, or OUT_OF_RANGE beyond ``pdr_range_m`` (for :meth:`delivered_binned`)."""
+        bins = (distances_m // DISTANCE_BIN_M).astype(np.int64)
+        bins[distances_m > self.pdr_range_m] = OUT_OF_RANGE
+        return bins
 
     def on_air(self, record: MessageRecord, distances_in_range: np.ndarray) -> None:
+        self.on_air_binned(record, (np.asarray(distances_in_range) // DISTANCE_BIN_M).astype(np.int64))
+
+    def on_air_binned(self, record: MessageRecord, bins: np.ndarray) -> None:
+        """:meth:`on_air` with the receivers' distance bins given; OUT_OF_RANGE entries are skipped."""
         self.messages.append(record)
         self.air_bytes += record.air_bytes
         self.payload_bytes += record.payload_bytes
-        self.distance_expected.update((distances_in_range // DISTANCE_BIN_M).astype(int).tolist())
+        self._histograms["expected"].add(bins)
 
     def delivered(self, record: MessageRecord, distances_m: np.ndarray, latency_s: float) -> None:
         """One frame decrypted by ``len(distances_m)`` receivers (all with the same latency)."""
-        count = int(distances_m.size)
+        distances_m = np.asarray(distances_m, dtype=float)
+        self.delivered_binned(record, self.distance_bins(distances_m), latency_s)
+
+    def delivered_binned(self, record: MessageRecord, bins: np.ndarray, latency_s: float) -> None:
+        """:meth:`delivered` with the receivers' :meth:`distance_bins` given."""
+        count = int(bins.size)
         if count == 0:
             return
         record.delivered += count
         self.latencies_s.append(latency_s)
         self.latency_weights.append(count)
         self.delivered_payload_bits += 8 * record.payload_bytes * count
-        in_range = distances_m[distances_m <= self.pdr_range_m]
-        bins, counts = np.unique((in_range // DISTANCE_BIN_M).astype(int), return_counts=True)
-        self.distance_received.update(dict(zip(bins.tolist(), counts.tolist(), strict=True)))
+        self._histograms["received"].add(bins)
 
     def rejected(self, record: MessageRecord, reason: str, count: int = 1) -> None:
         record.rejected += count

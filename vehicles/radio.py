@@ -156,11 +156,11 @@ def path_loss_db(distance_m: np.ndarray | float, params: RadioParameters = Radio
     40 log10(d) - 20 log10(ht hr) (continuous at the crossover).
     """
     distance = np.maximum(np.asarray(distance_m, dtype=float), params.reference_distance_m)
-    free_space = 20.0 * np.log10(4.0 * math.pi * distance / params.wavelength_m)
     if params.path_loss == "log-distance":
         d0 = params.reference_distance_m
         reference = 20.0 * math.log10(4.0 * math.pi * d0 / params.wavelength_m)
         return reference + 10.0 * params.path_loss_exponent * np.log10(distance / d0)
+    free_space = 20.0 * np.log10(4.0 * math.pi * distance / params.wavelength_m)
     ground = 40.0 * np.log10(distance) - 20.0 * math.log10(params.antenna_height_m**2)
     return np.where(distance <= two_ray_crossover_m(params), free_space, ground)
 
@@ -188,14 +188,34 @@ def rx_power_dbm(
     mean = mean_rx_power_dbm(distance_m, params)
     if not params.nakagami:
         return mean
-    near = np.broadcast_to(np.asarray(distance_m, dtype=float), mean.shape) < params.nakagami_switch_m
-    gain = np.empty(mean.shape)
+    return _faded_dbm(mean, np.broadcast_to(np.asarray(distance_m, dtype=float), mean.shape), params, rng)
+
+
+def _faded_dbm(
+    mean_dbm: np.ndarray, distance_m: np.ndarray, params: RadioParameters, rng: np.random.Generator
+) -> np.ndarray:
+    """``mean_dbm`` plus 10 log10 of a Gamma(m, 1/m) gain per element (the caller checks ``nakagami``).
+
+    Draws the near elements' gains first, then the far ones' (in array order): two
+    scalar-shape draws are several times faster than one draw with a per-element shape.
+    """
+    near = distance_m < params.nakagami_switch_m
+    size = mean_dbm.size
     near_count = int(np.count_nonzero(near))
-    # Two scalar-shape draws are several times faster than one draw with a per-element shape.
-    gain[near] = rng.gamma(params.nakagami_m_near, 1.0 / params.nakagami_m_near, size=near_count)
-    gain[~near] = rng.gamma(params.nakagami_m_far, 1.0 / params.nakagami_m_far, size=mean.size - near_count)
+    m_near, m_far = params.nakagami_m_near, params.nakagami_m_far
+    if near_count == size:
+        gain = rng.gamma(m_near, 1.0 / m_near, size=mean_dbm.shape)
+    elif near_count == 0:
+        gain = rng.gamma(m_far, 1.0 / m_far, size=mean_dbm.shape)
+    else:
+        gain = np.empty(mean_dbm.shape)
+        gain[near] = rng.gamma(m_near, 1.0 / m_near, size=near_count)
+        gain[~near] = rng.gamma(m_far, 1.0 / m_far, size=size - near_count)
     with np.errstate(divide="ignore"):
-        return mean + 10.0 * np.log10(gain)
+        np.log10(gain, out=gain)
+    gain *= 10.0
+    gain += mean_dbm
+    return gain if gain.ndim else gain[()]  # a scalar distance gives a scalar, as before
 
 
 def received(distance_m: np.ndarray | float, params: RadioParameters, rng: np.random.Generator) -> np.ndarray:
@@ -343,6 +363,12 @@ class SpatialGrid:
 
     def pairs_within(self, radius: float) -> tuple[np.ndarray, np.ndarray]:
         """All pairs (i, j), i < j, at distance <= ``radius``: two index arrays sorted by (i, j)."""
+        low, high = self._close_pairs(radius)
+        order = np.lexsort((high, low))
+        return low[order], high[order]
+
+    def _close_pairs(self, radius: float) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`pairs_within` in no particular order."""
         reach = self._reach(radius)
         if len(self) < 2:
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
@@ -361,10 +387,7 @@ class SpatialGrid:
         dx = self.positions[first, 0] - self.positions[second, 0]
         dy = self.positions[first, 1] - self.positions[second, 1]
         close = dx * dx + dy * dy <= radius * radius
-        low = np.minimum(first[close], second[close])
-        high = np.maximum(first[close], second[close])
-        order = np.lexsort((high, low))
-        return low[order], high[order]
+        return np.minimum(first[close], second[close]), np.maximum(first[close], second[close])
 
 
 def _concatenated_ranges(starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
@@ -375,6 +398,44 @@ def _concatenated_ranges(starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
         return np.zeros(0, dtype=np.int64)
     boundaries = np.cumsum(lengths) - lengths
     return np.repeat(starts - boundaries, lengths) + np.arange(total)
+
+
+# ---- links within reach ------------------------------------------------------------------
+
+
+class LinkTable:
+    """Every ordered pair (i, j), i != j, of grid points within ``radius``, grouped by i (CSR).
+
+    Positions stay fixed between mobility steps, so one :meth:`SpatialGrid.pairs_within`
+    query per step replaces a grid query per frame. The links of point i are entries
+    ``bounds[i]`` to ``bounds[i + 1]``: ``target`` holds the other points in ascending
+    order (the order :meth:`SpatialGrid.neighbours` returns them in), ``distance_m`` the
+    distances (``np.hypot`` of target minus source coordinates) and ``mean_rx_dbm`` the
+    mean received power at the target of a frame sent by i.
+    """
+
+    def __init__(self, grid: SpatialGrid, radius: float, params: RadioParameters = RadioParameters()) -> None:
+        low, high = grid._close_pairs(radius)
+        count = len(grid)
+        source = np.concatenate([low, high])
+        target = np.concatenate([high, low])
+        order = np.argsort(source * max(count, 1) + target, kind="stable")
+        self.source = source[order]
+        self.target = target[order]
+        self.bounds = np.zeros(count + 1, dtype=np.int64)
+        np.cumsum(np.bincount(self.source, minlength=count), out=self.bounds[1:])
+        points = grid.positions
+        self.distance_m = np.hypot(
+            points[self.target, 0] - points[self.source, 0], points[self.target, 1] - points[self.source, 1]
+        )
+        self.mean_rx_dbm = mean_rx_power_dbm(self.distance_m, params)
+
+    def __len__(self) -> int:
+        return int(self.target.size)
+
+    def of(self, index: int) -> slice:
+        """The entries of point ``index``'s links."""
+        return slice(int(self.bounds[index]), int(self.bounds[index + 1]))
 
 
 # ---- the shared channel -------------------------------------------------------------------
@@ -402,10 +463,38 @@ class Transmission:
 
 @dataclass(frozen=True, eq=False)
 class Delivery:
-    """Outcome of one frame: ids that decoded it, and ids that could have but lost it to a collision."""
+    """Outcome of one frame: ids that decoded it, and ids that could have but lost it to a collision.
+
+    ``delivered_index``: where the ``delivered`` ids sit in the frame's ``receivers`` (and so
+    in its ``distance_m``).
+    """
 
     delivered: np.ndarray
     collided: np.ndarray
+    delivered_index: np.ndarray
+
+
+class _OnAir:
+    """The channel's bookkeeping for one tracked frame (see :meth:`Channel._register`)."""
+
+    __slots__ = ("early", "events", "heard", "index", "sender_slot", "x", "y")
+
+    def __init__(
+        self,
+        x: float,
+        y: float,
+        sender_slot: int,
+        index: np.ndarray,
+        heard: np.ndarray,
+        early: np.ndarray,
+        events: np.ndarray,
+    ) -> None:
+        self.x, self.y = x, y
+        self.sender_slot = sender_slot
+        self.index = index  # positions of the decodable receivers in frame.receivers
+        self.heard = heard  # their node slots
+        self.early = early  # lost at the start: the medium there was busy (a frame heard, or its own)
+        self.events = events  # their event counters once this frame was registered
 
 
 class Channel:
@@ -425,15 +514,34 @@ class Channel:
     known. Two senders whose backoffs end in the same slot (or less than ``CCA_TIME_S``
     apart) do not sense each other and collide, as in 802.11. Hidden terminals arise by
     themselves: carrier sense is judged at the sender, collisions at each receiver.
+
+    Collisions are resolved with per-node arrays, not by comparing frames pairwise. Each
+    node (a *slot*) keeps the end of the latest frame it heard (decodable) or sent, and a
+    counter of such frames. A frame F is lost at a receiver r exactly when another frame
+    heard or sent by r overlaps it: one registered before F that ends after F starts
+    (r's busy end > F.start, read when F is registered), or one registered after F that
+    starts before F ends (r's counter moved on by the time F finishes, less the frames
+    that started at or after F's end). With ``capture_threshold_db`` set, overlapping
+    frames are compared pairwise to sum the interference.
     """
 
     def __init__(self, params: RadioParameters = RadioParameters()) -> None:
         self.params = params
         self._frames: list[Transmission] = []  # unfinished, and finished ones an unfinished one may overlap
         self._unfinished: dict[int, Transmission] = {}
-        self._sending_until: dict[int, float] = {}
+        self._on_air: dict[int, _OnAir] = {}  # bookkeeping of the frames in _frames
         self._next_serial = 0
         self._latest_start = -math.inf
+        self._aifs_s = params.aifs_s
+        self._airtime: dict[int, float] = {}
+        # Carrier sense: mean power >= carrier_sense_dbm; clearly inside or outside this
+        # distance needs no power computation (mean power only falls with distance).
+        self._sense_m = nominal_range_m(params, params.sensitivity_dbm - params.carrier_sense_dbm)
+        self._slot_of: dict[int, int] = {}  # node id -> slot, for transmit()
+        self._slots_given: bool | None = None  # transmit_links (caller's slots) or transmit (ours)
+        self._busy_end = np.full(0, -math.inf)  # per slot: end of the latest frame heard or sent
+        self._events = np.zeros(0, dtype=np.int64)  # per slot: frames heard or sent so far
+        self._sending_until = np.full(0, -math.inf)  # per slot: end of its latest own frame
 
     @property
     def tracked_transmissions(self) -> int:
@@ -442,22 +550,59 @@ class Channel:
 
     def backoff_s(self, rng: np.random.Generator) -> float:
         """AIFS + uniform 0..cw_min slots: broadcast never doubles its window (no ACK, no retry)."""
-        return self.params.aifs_s + int(rng.integers(0, self.params.cw_min + 1)) * self.params.slot_s
+        return self._aifs_s + int(rng.integers(0, self.params.cw_min + 1)) * self.params.slot_s
 
-    def busy_until(self, position: np.ndarray, now: float) -> float:
+    def airtime_s(self, payload_bytes: int) -> float:
+        """:func:`airtime_s` with this channel's parameters, cached per size."""
+        cached = self._airtime.get(payload_bytes)
+        if cached is None:
+            cached = self._airtime[payload_bytes] = airtime_s(payload_bytes, self.params)
+        return cached
+
+    def _sensed(self, distance_m: float) -> bool:
+        if distance_m < self._sense_m * (1.0 - 1e-9):
+            return True
+        if distance_m > self._sense_m * (1.0 + 1e-9):
+            return False
+        return bool(mean_rx_power_dbm(distance_m, self.params) >= self.params.carrier_sense_dbm)
+
+    def busy_until(self, position: np.ndarray | tuple[float, float], now: float) -> float:
         """When the medium looks idle at ``position``: ``now`` if idle, else the end of the last sensed frame.
 
         A frame is sensed from CCA_TIME_S after its start if its mean power here reaches
         ``carrier_sense_dbm``. Call again on waking: another frame may have started.
         """
-        on_air = [f for f in self._frames if f.start + CCA_TIME_S <= now < f.end]
-        if not on_air:
-            return now
-        senders = np.array([f.sender_position for f in on_air])
-        distance = np.hypot(*(senders - np.asarray(position, dtype=float)).T)
-        sensed = mean_rx_power_dbm(distance, self.params) >= self.params.carrier_sense_dbm
-        ends = np.array([f.end for f in on_air])
-        return float(ends[sensed].max()) if sensed.any() else now
+        x, y = float(position[0]), float(position[1])
+        idle_at = now
+        on_air = self._on_air
+        for frame in self._frames:
+            if frame.start + CCA_TIME_S <= now < frame.end and frame.end > idle_at:
+                sender = on_air[frame.serial]
+                if self._sensed(math.hypot(sender.x - x, sender.y - y)):
+                    idle_at = frame.end
+        return idle_at
+
+    def reserve_slots(self, count: int) -> None:
+        """Make room for node slots 0 .. count - 1 (see :meth:`transmit_links`)."""
+        size = self._events.size
+        if count <= size:
+            return
+        grown = max(count, 2 * size, 64)
+        self._busy_end = np.concatenate([self._busy_end, np.full(grown - size, -math.inf)])
+        self._events = np.concatenate([self._events, np.zeros(grown - size, dtype=np.int64)])
+        self._sending_until = np.concatenate([self._sending_until, np.full(grown - size, -math.inf)])
+
+    def _slots(self, ids: list[int]) -> np.ndarray:
+        slot_of = self._slot_of
+        slots = np.fromiter((slot_of.setdefault(i, len(slot_of)) for i in ids), np.int64, len(ids))
+        self.reserve_slots(len(slot_of))
+        return slots
+
+    def _slot_source(self, given: bool) -> None:
+        if self._slots_given is None:
+            self._slots_given = given
+        elif self._slots_given != given:
+            raise ValueError("one channel takes either transmit() or transmit_links() frames, not both")
 
     def transmit(
         self,
@@ -475,10 +620,10 @@ class Channel:
         dropped if listed), typically a :class:`SpatialGrid` query with a radius of
         ``nominal_range_m(params, margin_db)``.
         """
-        if start < self._latest_start:
-            raise ValueError(f"transmissions must start in time order: {start} < {self._latest_start}")
-        if self._sending_until.get(sender, -math.inf) > start:
-            raise ValueError(f"node {sender} is already transmitting until {self._sending_until[sender]}")
+        self._slot_source(False)
+        self._check_start(start)
+        sender_slot = int(self._slots([int(sender)])[0])
+        self._check_sender(sender, sender_slot, start)
         ids = np.asarray(receivers, dtype=np.int64).reshape(-1)
         where = np.asarray(receiver_positions, dtype=float).reshape(-1, 2)
         if where.shape[0] != ids.size:
@@ -489,31 +634,126 @@ class Channel:
         ids, where = ids[others], where[others]
         origin = np.asarray(sender_position, dtype=float).reshape(2).copy()
         distance = np.hypot(where[:, 0] - origin[0], where[:, 1] - origin[1])
-        power = rx_power_dbm(distance, self.params, rng)
+        slots = self._slots(ids.tolist())
+        mean = mean_rx_power_dbm(distance, self.params)
+        return self._register(
+            sender, sender_slot, origin, start, payload_bytes, ids, slots, distance, mean, rng
+        )
+
+    def transmit_links(
+        self,
+        sender: int,
+        sender_slot: int,
+        sender_position: np.ndarray,
+        start: float,
+        payload_bytes: int,
+        receivers: np.ndarray,
+        slots: np.ndarray,
+        distance_m: np.ndarray,
+        mean_rx_dbm: np.ndarray,
+        rng: np.random.Generator,
+    ) -> Transmission:
+        """:meth:`transmit` for a caller that knows the links already (a :class:`LinkTable` row).
+
+        ``receivers`` are distinct node ids other than the sender, ``distance_m`` and
+        ``mean_rx_dbm`` their link's distance and mean received power. The caller numbers
+        its nodes: ``slots`` and ``sender_slot`` are each node's fixed index, below the
+        count given to :meth:`reserve_slots`. Draws fading exactly as :meth:`transmit`.
+        """
+        self._slot_source(True)
+        self._check_start(start)
+        if sender_slot >= self._events.size:
+            self.reserve_slots(sender_slot + 1)
+        self._check_sender(sender, sender_slot, start)
+        origin = np.array(sender_position, dtype=float).reshape(2)
+        return self._register(
+            sender, sender_slot, origin, start, payload_bytes, receivers, slots, distance_m, mean_rx_dbm, rng
+        )
+
+    def _check_start(self, start: float) -> None:
+        if start < self._latest_start:
+            raise ValueError(f"transmissions must start in time order: {start} < {self._latest_start}")
+
+    def _check_sender(self, sender: int, slot: int, start: float) -> None:
+        if self._sending_until[slot] > start:
+            raise ValueError(f"node {sender} is already transmitting until {self._sending_until[slot]}")
+
+    def _register(
+        self,
+        sender: int,
+        sender_slot: int,
+        origin: np.ndarray,
+        start: float,
+        payload_bytes: int,
+        ids: np.ndarray,
+        slots: np.ndarray,
+        distance: np.ndarray,
+        mean: np.ndarray,
+        rng: np.random.Generator,
+    ) -> Transmission:
+        params = self.params
+        power = _faded_dbm(mean, distance, params, rng) if params.nakagami else mean
+        decodable = power >= params.sensitivity_dbm
+        start = float(start)
+        end = start + self.airtime_s(payload_bytes)
         frame = Transmission(
             serial=self._next_serial,
             sender=int(sender),
             sender_position=origin,
-            start=float(start),
-            end=float(start) + airtime_s(payload_bytes, self.params),
+            start=start,
+            end=end,
             payload_bytes=int(payload_bytes),
             receivers=ids,
             distance_m=distance,
             rx_power_dbm=power,
-            decodable=power >= self.params.sensitivity_dbm,
+            decodable=decodable,
+        )
+        index = np.flatnonzero(decodable)
+        heard = slots[index]
+        busy_end = self._busy_end[heard]
+        early = busy_end > start
+        np.maximum(busy_end, end, out=busy_end)
+        self._busy_end[heard] = busy_end
+        events = self._events[heard]
+        events += 1
+        self._events[heard] = events
+        # Half duplex: the sender hears nothing while it sends.
+        self._busy_end[sender_slot] = max(float(self._busy_end[sender_slot]), end)
+        self._events[sender_slot] += 1
+        self._sending_until[sender_slot] = end
+        self._on_air[frame.serial] = _OnAir(
+            float(origin[0]), float(origin[1]), sender_slot, index, heard, early, events
         )
         self._next_serial += 1
-        self._latest_start = frame.start
+        self._latest_start = start
         self._frames.append(frame)
         self._unfinished[frame.serial] = frame
-        self._sending_until[frame.sender] = frame.end
         return frame
 
     def finish(self, frame: Transmission) -> Delivery:
         """Resolve collisions for ``frame`` at each receiver and forget what no live frame can overlap."""
         if self._unfinished.pop(frame.serial, None) is None:
             raise ValueError(f"transmission {frame.serial} is not on the air (finished twice?)")
-        ids = frame.receivers[frame.decodable]
+        air = self._on_air[frame.serial]
+        if self.params.capture_threshold_db is not None:
+            lost = self._lost_with_capture(frame, air)
+        else:
+            later = self._events[air.heard] - air.events  # frames heard or sent since this one started
+            for other in reversed(self._frames):
+                if other.start < frame.end:
+                    break  # frames are kept in start order: the rest overlap or precede this one
+                late = self._on_air[other.serial]  # started at or after this frame's end: no overlap
+                later -= np.isin(air.heard, late.heard) | (air.heard == late.sender_slot)
+            lost = air.early | (later > 0)
+        self._prune()
+        kept = air.index[~lost]
+        return Delivery(
+            delivered=frame.receivers[kept], collided=frame.receivers[air.index[lost]], delivered_index=kept
+        )
+
+    def _lost_with_capture(self, frame: Transmission, air: _OnAir) -> np.ndarray:
+        """Pairwise: interference power summed over overlapping frames decodable at each receiver."""
+        ids = frame.receivers[air.index]
         overlapping = [other for other in self._frames if _overlap(other, frame)]
         sending = np.isin(ids, [other.sender for other in overlapping])  # half duplex
         interfered = np.zeros(ids.size, dtype=bool)
@@ -523,20 +763,24 @@ class Channel:
             _, at_frame, at_other = np.intersect1d(ids, heard, assume_unique=True, return_indices=True)
             interfered[at_frame] = True
             interference_mw[at_frame] += 10.0 ** (other.rx_power_dbm[other.decodable][at_other] / 10.0)
-        threshold = self.params.capture_threshold_db
-        if threshold is not None and interfered.any():
-            power_mw = 10.0 ** (frame.rx_power_dbm[frame.decodable] / 10.0)
+        if interfered.any():
+            threshold = self.params.capture_threshold_db
+            power_mw = 10.0 ** (frame.rx_power_dbm[air.index] / 10.0)
             noise_mw = 10.0 ** (self.params.noise_floor_dbm / 10.0)
             interfered &= 10.0 * np.log10(power_mw / (noise_mw + interference_mw)) < threshold
-        lost = sending | interfered
-        self._prune()
-        return Delivery(delivered=ids[~lost], collided=ids[lost])
+        return sending | interfered
 
     def _prune(self) -> None:
-        horizon = min((f.start for f in self._unfinished.values()), default=self._latest_start)
+        unfinished = self._unfinished
+        horizon = min((f.start for f in unfinished.values()), default=self._latest_start)
         horizon = min(horizon, self._latest_start)
-        self._frames = [f for f in self._frames if f.serial in self._unfinished or f.end > horizon]
-        self._sending_until = {node: end for node, end in self._sending_until.items() if end > horizon}
+        kept = []
+        for frame in self._frames:
+            if frame.end > horizon or frame.serial in unfinished:
+                kept.append(frame)
+            else:
+                del self._on_air[frame.serial]
+        self._frames = kept
 
 
 def _overlap(first: Transmission, second: Transmission) -> bool:

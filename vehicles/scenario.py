@@ -15,6 +15,7 @@ from typing import Any
 
 SCENARIO_DIR = Path(__file__).resolve().parent.parent / "scenarios"
 CIPHERS = ("otp", "aes-gcm")
+ANCHORING = ("batch", "single")
 ROADS = ("highway", "urban-grid", "sumo")
 
 
@@ -62,6 +63,12 @@ class KeyConfig:
     rekey_messages: int = 1000
     rekey_seconds: float = 30.0
     refill_below_bits: int = 65_536  # an RSU starts a new session with a vehicle below this
+    # How each RSU's key manager puts key commitments on the ledger: "batch" anchors a Merkle
+    # root per anchor_batch records or anchor_age_s simulated seconds, whichever comes first;
+    # "single" sends one recordSession transaction per key.
+    anchoring: str = "batch"
+    anchor_batch: int = 64
+    anchor_age_s: float = 0.5
 
 
 @dataclass(frozen=True)
@@ -226,6 +233,14 @@ def validate(s: Scenario, *, origin: str) -> Scenario:
     check(s.keys.rekey_messages >= 1, "keys.rekey_messages must be at least 1")
     check(s.keys.rekey_seconds > 0, "keys.rekey_seconds must be positive")
     check(s.keys.refill_below_bits >= 0, "keys.refill_below_bits must be >= 0")
+    check(
+        s.keys.anchoring in ANCHORING,
+        f"keys.anchoring must be one of {', '.join(ANCHORING)}, got {s.keys.anchoring!r}",
+    )
+    check(1 <= s.keys.anchor_batch <= 65_536, f"keys.anchor_batch must be 1-65536, got {s.keys.anchor_batch}")
+    check(
+        0 < s.keys.anchor_age_s <= 3_600, f"keys.anchor_age_s must be in (0, 3600], got {s.keys.anchor_age_s}"
+    )
     rev = s.revocation
     check((rev.vehicle is None) == (rev.at_s is None), "revocation needs both vehicle and at_s, or neither")
     if rev.vehicle is not None and rev.at_s is not None:

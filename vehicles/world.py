@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -32,6 +33,7 @@ from typing import Any
 import numpy as np
 import simpy
 
+from ledger.batcher import Anchored, KeyBatcher, KeyRecord
 from ledger.client import KeyLedgerClient
 from ledger.errors import LedgerError
 from ledger.view import LedgerView
@@ -39,7 +41,7 @@ from qkd.channel import build as build_qkd_channel
 from qkd.session import SessionConfig, run_session
 
 from . import crypto, radio
-from .metrics import MessageRecord, Metrics
+from .metrics import OUT_OF_RANGE, MessageRecord, Metrics
 from .mobility import build_road
 from .scenario import Scenario
 
@@ -48,6 +50,8 @@ RSU_ID_BASE = 1_000_000_000
 LEDGER_SYNC_S = 0.25
 POOL_SAMPLE_S = 1.0
 KEY_CHECK_S = 0.5
+KEY_RETRY_S = 1.0  # after a session that gave no key, the link gets this long to improve
+ANCHOR_POLL_S = 0.05  # how often key managers check their batch's age
 CANDIDATE_MARGIN_DB = 6.0  # query radius: a fade beyond +6 dB reaches a receiver 3% of the time
 UNICAST_RETRIES = 3
 ACK_BYTES = 14
@@ -63,9 +67,9 @@ class VehicleState:
     active: bool = True
     banned: bool = False  # revoked: roadside units serve it no more keys
     last_cam: tuple[float, float, float, float, float] | None = None  # t, x, y, heading, speed
-    session_pending: bool = False
+    session_pending: bool = False  # a session runs, or its key waits for its batch to be anchored
+    retry_at: float = 0.0  # no session before this (the last one gave no key)
     key_expires_at: float = -1.0  # expiry of the newest key in its pool (AES uses the newest)
-    radio: Any = None  # simpy.Resource(capacity=1): the node's transmit queue
 
 
 class CountingEnvironment(simpy.Environment):
@@ -129,6 +133,19 @@ class World:
         self.rsu_ids = RSU_ID_BASE + np.arange(scenario.rsus)
         self.rsu_accounts = [ledger.as_sender(a) for a in self._key_manager_accounts(scenario.rsus)]
         self.view = LedgerView(ledger)
+        keys = scenario.keys
+        # Each RSU's key manager batches its keys' commitments into Merkle roots; the age
+        # clock is simulated time, so when a key becomes usable is a function of the seed.
+        self.batchers = (
+            [
+                KeyBatcher(client, max_batch=keys.anchor_batch, max_age_s=keys.anchor_age_s, clock=self._now)
+                for client in self.rsu_accounts
+            ]
+            if keys.anchoring == "batch"
+            else []
+        )
+        self._awaiting_anchor: dict[str, tuple[VehicleState, Any, KeyRecord, dict[str, Any]]] = {}
+        self._awaiting_vehicles: set[int] = set()
         self.vehicles: dict[int, VehicleState] = {}
         self.key_store: dict[str, np.ndarray] = {}  # the RSU network's key relay (KME)
         self.keys_used: set[str] = set()
@@ -138,6 +155,8 @@ class World:
         self.revoked_vehicle: int | None = None
         self.setup_s = 0.0
         self.run_s = 0.0
+        self.qkd_wall_s = 0.0  # wall time inside QKD sessions (the engine's, not simulated)
+        self.ledger_setup_s = 0.0
         self.revoked_at: float | None = None
         self.decryptor = crypto.Decryptor()
         self._message_ids = 0
@@ -147,6 +166,13 @@ class World:
         self._rsu_busy = [simpy.Resource(self.env, capacity=1) for _ in range(scenario.rsus)]
         self.replays_injected = 0
         self._captured: list[tuple[crypto.Sealed, int]] = []
+        # Frame path (see _build_links, _row): per-step links and rows, cached energies.
+        self._links_grid: radio.SpatialGrid | None = None
+        self._rows_of: np.ndarray | None = None
+        self._rows: dict[int, int] = {}
+        self._slot_count = 0
+        self._energy_cache: dict[tuple[str, int], float] = {}
+        self._radio_queues: dict[int, deque[simpy.Event]] = {}  # busy radios: frames waiting their turn
 
     # ------------------------------------------------------------------ set-up
     def _place_rsus(self, count: int) -> np.ndarray:
@@ -172,14 +198,17 @@ class World:
                 self._ledger_tx(lambda a=account: self.ledger.grant_role("key-manager", a.address), records=0)
         return chosen
 
-    def _ledger_tx(self, send: Callable[[], Any], *, records: int) -> Any:
-        """Send, wait until mined, and count it; ``send`` may return a list of transactions."""
+    def _ledger_tx(self, send: Callable[[], Any], *, records: int, count: bool = True) -> Any:
+        """Send, wait until mined, and count it; ``send`` may return a list of transactions.
+        ``count=False``: time it only (the caller counts what was really sent)."""
         t0 = time.perf_counter()
-        result = send()
-        self.metrics.ledger_wall_s += time.perf_counter() - t0
-        self.metrics.ledger_transactions += len(result) if isinstance(result, list) else 1
-        self.metrics.ledger_records += records
-        return result
+        try:
+            return (result := send())
+        finally:
+            self.metrics.ledger_wall_s += time.perf_counter() - t0
+            if count and "result" in locals():
+                self.metrics.ledger_transactions += len(result) if isinstance(result, list) else 1
+                self.metrics.ledger_records += records
 
     def _vehicle_label(self, vehicle_id: int) -> str:
         return f"veh-{self.scenario.seed}-{vehicle_id}"
@@ -194,7 +223,6 @@ class World:
                 label, rekey_messages=k.rekey_messages, rekey_seconds=k.rekey_seconds
             )
         state = VehicleState(vehicle_id, label, crypto.KeyPool(label), cipher)
-        state.radio = simpy.Resource(self.env, capacity=1)
         self.vehicles[vehicle_id] = state
         if register:
             self._ledger_tx(lambda: self.ledger.register_vehicle(label), records=0)
@@ -218,9 +246,12 @@ class World:
         self._refresh_grid()
         self.view.sync()
         self.setup_s = time.perf_counter() - started
+        self.ledger_setup_s = self.metrics.ledger_wall_s  # the starting fleet's registrations
         started = time.perf_counter()
         self.env.process(self.traffic())
         self.env.process(self.ledger_watch())
+        if self.batchers:
+            self.env.process(self.anchoring())
         self.env.process(self.pool_sampler())
         for index in range(self.scenario.rsus):
             self.env.process(self.key_service(index))
@@ -257,16 +288,36 @@ class World:
         self._grid_positions = np.vstack([traffic.positions(), self.rsu_positions])
         self._grid = radio.SpatialGrid(self._grid_positions, self.query_radius_m)
 
-    def _row(self, vehicle_id: int) -> int | None:
-        """The vehicle's row in the road's arrays (ids are ascending), or None once it has left."""
-        ids = self.road.traffic.ids
-        row = int(np.searchsorted(ids, vehicle_id))
-        return row if row < ids.size and ids[row] == vehicle_id else None
+    def _build_links(self) -> None:
+        """This step's radio links, for every sender at once (nodes hold still until the next step).
 
-    def _position(self, vehicle_id: int) -> np.ndarray | None:
-        row = self._row(vehicle_id)
-        traffic = self.road.traffic
-        return None if row is None else np.array([traffic.x[row], traffic.y[row]])
+        Per link: the receiver's id and node slot (as ``_fresh_for`` numbers them), distance,
+        mean received power and PDR distance bin; ``_link_in_range`` counts the links within
+        the nominal range before each entry. ``_on_air`` reads a sender's row as slices.
+        """
+        assert self._grid is not None
+        table = radio.LinkTable(self._grid, self.query_radius_m, self.radio_params)
+        ids = self._grid_ids
+        slots = np.where(ids >= RSU_ID_BASE, ids - RSU_ID_BASE, ids + self.scenario.rsus)
+        self._grid_slots = slots.tolist()
+        self._slot_count = int(slots.max(initial=-1)) + 1
+        self.channel.reserve_slots(self._slot_count)
+        self._link_table = table
+        self._link_bounds = table.bounds.tolist()
+        self._link_ids = ids[table.target]
+        self._link_slots = slots[table.target]
+        self._link_bins = self.metrics.distance_bins(table.distance_m)
+        self._link_in_range = np.zeros(len(table) + 1, dtype=np.int64)
+        np.cumsum(table.distance_m <= self.nominal_range_m, out=self._link_in_range[1:])
+        self._links_grid = self._grid
+
+    def _row(self, vehicle_id: int) -> int | None:
+        """The vehicle's row in the road's arrays, or None once it has left (a dict per population)."""
+        ids = self.road.traffic.ids
+        if self._rows_of is not ids:
+            self._rows_of = ids
+            self._rows = {vehicle: row for row, vehicle in enumerate(ids.tolist())}
+        return self._rows.get(vehicle_id)
 
     def beacons(self, state: VehicleState) -> Any:
         """ETSI CAM generation: check every 1/beacon_hz; send on heading > 4 deg, position > 4 m,
@@ -315,52 +366,84 @@ class World:
         self.pad_segments.extend(sealed.header.segments)  # OTP only: which pool bits each message spent
         return sealed
 
-    def _contend(self, position: np.ndarray, cw_multiplier: int = 1) -> Any:
+    def _contend(self, position: tuple[float, float], cw_multiplier: int = 1) -> Any:
         backoff = self.channel.backoff_s(self.rng) * cw_multiplier
         yield self.env.timeout(backoff)
         while (idle_at := self.channel.busy_until(position, self.env.now)) > self.env.now:
             yield self.env.timeout(idle_at - self.env.now + self.channel.backoff_s(self.rng))
+
+    def _xy(self, row: int) -> tuple[float, float]:
+        traffic = self.road.traffic
+        return float(traffic.x[row]), float(traffic.y[row])
 
     def broadcast(self, state: VehicleState, kind: str) -> Any:
         sealed = self._seal(state)
         if sealed is None:
             return
         created = self.env.now
-        with state.radio.request() as turn:  # one frame at a time per node: its MAC queue
-            yield turn
-            position = self._position(state.vehicle_id)
-            if position is None:
+        turn = self._radio_turn(state)  # one frame at a time per node: its MAC queue
+        try:
+            if turn is not None:
+                yield turn
+            row = self._row(state.vehicle_id)
+            if row is None:
                 return
-            yield from self._contend(position)
-            position = self._position(state.vehicle_id)
-            if position is None:
+            yield from self._contend(self._xy(row))
+            row = self._row(state.vehicle_id)
+            if row is None:
                 return
-            yield from self._on_air(state, sealed, kind, created, position, destination=None)
+            yield from self._on_air(state, sealed, kind, created, row, destination=None)
+        finally:
+            self._radio_done(state, turn)
+
+    def _radio_turn(self, state: VehicleState) -> simpy.Event | None:
+        """Queue for the node's radio: None when it is free (taken at once, no event), else an
+        event that fires when the frames queued before have gone (first come, first served)."""
+        waiting = self._radio_queues.get(state.vehicle_id)
+        if waiting is None:
+            self._radio_queues[state.vehicle_id] = deque()
+            return None
+        turn = self.env.event()
+        waiting.append(turn)
+        return turn
+
+    def _radio_done(self, state: VehicleState, turn: simpy.Event | None) -> None:
+        """Hand the radio to the next frame in the queue (or leave the queue if never served)."""
+        waiting = self._radio_queues[state.vehicle_id]
+        if turn is not None and not turn.triggered:
+            waiting.remove(turn)
+        elif waiting:
+            waiting.popleft().succeed()
+        else:
+            del self._radio_queues[state.vehicle_id]
 
     def unicast_to_rsu(self, state: VehicleState) -> Any:
         sealed = self._seal(state)
         if sealed is None:
             return
         created = self.env.now
-        with state.radio.request() as turn:
-            yield turn
+        turn = self._radio_turn(state)
+        try:
+            if turn is not None:
+                yield turn
             for attempt in range(UNICAST_RETRIES + 1):
-                position = self._position(state.vehicle_id)
-                if position is None:
+                row = self._row(state.vehicle_id)
+                if row is None:
                     return
+                position = self._xy(row)
                 nearest = int(np.argmin(np.hypot(*(self.rsu_positions - position).T)))
                 yield from self._contend(position, cw_multiplier=2**attempt)
-                position = self._position(state.vehicle_id)
-                if position is None:
+                row = self._row(state.vehicle_id)
+                if row is None:
                     return
                 delivered = yield from self._on_air(
-                    state, sealed, "v2i", created, position, destination=int(self.rsu_ids[nearest])
+                    state, sealed, "v2i", created, row, destination=int(self.rsu_ids[nearest])
                 )
                 if delivered:
-                    yield self.env.timeout(
-                        self.radio_params.sifs_s + radio.airtime_s(ACK_BYTES, self.radio_params)
-                    )
+                    yield self.env.timeout(self.radio_params.sifs_s + self.channel.airtime_s(ACK_BYTES))
                     return
+        finally:
+            self._radio_done(state, turn)
 
     def _on_air(
         self,
@@ -368,22 +451,28 @@ class World:
         sealed: crypto.Sealed,
         kind: str,
         created: float,
-        position: np.ndarray,
+        row: int,
         destination: int | None,
     ) -> Any:
-        """Transmit one frame; at its end, validate, decrypt and count it at every receiver."""
-        assert self._grid is not None
-        rows = self._grid.neighbours(position, self.query_radius_m)
-        ids, where = self._grid_ids[rows], self._grid_positions[rows]
-        keep = ids != state.vehicle_id
-        ids, where = ids[keep], where[keep]
+        """Transmit one frame from the sender's grid ``row``; at its end, validate, decrypt and
+        count it at every receiver. Candidates are the sender's links of this step."""
+        if self._links_grid is not self._grid:
+            self._build_links()
+        lo, hi = self._link_bounds[row], self._link_bounds[row + 1]
+        table = self._link_table
+        ids, slots = self._link_ids[lo:hi], self._link_slots[lo:hi]
+        distances, mean_dbm = table.distance_m[lo:hi], table.mean_rx_dbm[lo:hi]
+        bins = self._link_bins[lo:hi]  # OUT_OF_RANGE beyond the nominal range
+        expected = int(self._link_in_range[hi] - self._link_in_range[lo])
         if destination is not None:
-            ids, where = ids[ids == destination], where[ids == destination]
-        distances = np.hypot(*(where - position).T) if ids.size else np.zeros(0)
+            keep = ids == destination
+            ids, slots, bins = ids[keep], slots[keep], bins[keep]
+            distances, mean_dbm = distances[keep], mean_dbm[keep]
+            expected = int(np.count_nonzero(bins != OUT_OF_RANGE))
         wire = sealed.to_bytes()
         air_bytes = len(wire) + 24 + 8 + 4  # MAC header, LLC/SNAP, FCS
         self._message_ids += 1
-        in_range = distances <= self.nominal_range_m
+        key_ids = sealed.header.key_ids
         record = MessageRecord(
             message_id=self._message_ids,
             kind=kind,
@@ -391,56 +480,85 @@ class World:
             sent_at=created,
             payload_bytes=self.scenario.traffic.payload_bytes,
             air_bytes=air_bytes,
-            key_id=sealed.header.key_ids[0] if sealed.header.key_ids else None,
-            expected=int(in_range.sum()),
+            key_id=key_ids[0] if key_ids else None,
+            expected=expected,
         )
-        self.metrics.on_air(record, distances[in_range])
-        frame = self.channel.transmit(
-            state.vehicle_id, position, self.env.now, len(wire), ids, where, self.rng
+        self.metrics.on_air_binned(record, bins)
+        frame = self.channel.transmit_links(
+            state.vehicle_id,
+            self._grid_slots[row],
+            self._grid_positions[row],
+            self.env.now,
+            len(wire),
+            ids,
+            slots,
+            distances,
+            mean_dbm,
+            self.rng,
         )
         bits = 8 * air_bytes
-        reach = self.nominal_range_m if destination is None else float(distances.max(initial=1.0))
-        self.metrics.energy_radio_j += float(radio.tx_energy_j(bits, reach))
+        if destination is None:
+            self.metrics.energy_radio_j += self._radio_energy("tx", bits)
+        else:
+            self.metrics.energy_radio_j += float(radio.tx_energy_j(bits, float(distances.max(initial=1.0))))
         yield self.env.timeout(frame.end - self.env.now)
         outcome = self.channel.finish(frame)
-        receivers = outcome.delivered
-        self.metrics.energy_radio_j += float(radio.rx_energy_j(bits)) * int(receivers.size)
-        if receivers.size == 0:
+        index = outcome.delivered_index
+        self.metrics.energy_radio_j += self._radio_energy("rx", bits) * int(index.size)
+        if index.size == 0:
             return False
         if len(self._captured) < 64 and self.rng.random() < 0.01:
-            self._captured.append((sealed, int(receivers[0])))
-        self._receive(record, sealed, wire, receivers, frame)
+            self._captured.append((sealed, int(outcome.delivered[0])))
+        self._receive(record, sealed, wire, slots[index], bins[index])
         return True
+
+    def _radio_energy(self, way: str, bits: int) -> float:
+        """Broadcast transmit energy (over the nominal range) or receive energy, cached per size."""
+        key = (way, bits)
+        energy = self._energy_cache.get(key)
+        if energy is None:
+            if way == "tx":
+                energy = float(radio.tx_energy_j(bits, self.nominal_range_m))
+            else:
+                energy = float(radio.rx_energy_j(bits))
+            self._energy_cache[key] = energy
+        return energy
 
     def _receive(
         self,
         record: MessageRecord,
         sealed: crypto.Sealed,
         wire: bytes,
-        receivers: np.ndarray,
-        frame: radio.Transmission,
+        slots: np.ndarray,
+        bins: np.ndarray,
     ) -> None:
+        """The receivers (node ``slots``, PDR distance ``bins``) that decoded the frame."""
         verdict = self._validate_and_open(sealed, wire)
+        count = int(slots.size)
         if verdict != "ok":
-            self.metrics.rejected(record, verdict, int(receivers.size))
+            self.metrics.rejected(record, verdict, count)
             return
-        fresh = self._fresh_for(sealed.header.sender, sealed.header.seq, receivers)
-        if not fresh.all():
-            self.metrics.rejected(record, "replay", int((~fresh).sum()))
-        order = np.argsort(frame.receivers)
-        rows = order[np.searchsorted(frame.receivers, receivers[fresh], sorter=order)]
-        processing = len(sealed.ciphertext) * PROCESSING_S_PER_BYTE[self.scenario.keys.cipher]
+        fresh = self._fresh_slots(sealed.header.sender, sealed.header.seq, slots, self._slot_count)
+        fresh_count = int(np.count_nonzero(fresh))
+        if fresh_count < count:
+            self.metrics.rejected(record, "replay", count - fresh_count)
+            bins = bins[fresh]
+        cipher = self.scenario.keys.cipher
+        processing = len(sealed.ciphertext) * PROCESSING_S_PER_BYTE[cipher]
         latency = self.env.now + processing - sealed.header.timestamp
-        crypto_j = crypto.crypto_energy_j(len(sealed.ciphertext), self.scenario.keys.cipher)
-        self.metrics.energy_crypto_j += crypto_j * int(fresh.sum())
-        self.metrics.delivered(record, frame.distance_m[rows], latency)
+        crypto_j = crypto.crypto_energy_j(len(sealed.ciphertext), cipher)
+        self.metrics.energy_crypto_j += crypto_j * fresh_count
+        self.metrics.delivered_binned(record, bins, latency)
 
     def _fresh_for(self, sender: str, seq: int, receivers: np.ndarray) -> np.ndarray:
         """Per (receiver, sender) replay check: frames of one sender arrive in order here,
         so "newer than the newest accepted" is the 64-message window's verdict too."""
         slots = np.where(receivers >= RSU_ID_BASE, receivers - RSU_ID_BASE, receivers + self.scenario.rsus)
+        return self._fresh_slots(sender, seq, slots, int(slots.max(initial=0)) + 1)
+
+    def _fresh_slots(self, sender: str, seq: int, slots: np.ndarray, needed: int) -> np.ndarray:
+        """``_fresh_for`` by receiver slot; ``needed`` > every slot given."""
         newest = self._newest_seq.get(sender)
-        needed = int(slots.max(initial=0)) + 1
         if newest is None or newest.size < needed:
             grown = np.zeros(max(needed, 2 * (0 if newest is None else newest.size), 64), dtype=np.int64)
             if newest is not None:
@@ -486,13 +604,15 @@ class World:
                 state = self.vehicles.get(int(traffic.ids[row]))
                 if state is None or state.banned or state.session_pending or not state.active:
                     continue
+                if self.env.now < state.retry_at:
+                    continue
                 if not self._needs_key(state):
                     continue
                 state.session_pending = True
                 with self._rsu_busy[index].request() as turn:
                     yield turn
                     yield from self._qkd_session(index, state, float(distances[row]))
-                state.session_pending = False
+                state.session_pending = state.vehicle_id in self._awaiting_vehicles
                 served = True
                 break
             if not served:
@@ -510,28 +630,56 @@ class World:
         keys = self.scenario.keys
         link = build_qkd_channel("free-space", distance_km=max(distance_m, 1.0) / 1000.0)
         seed = int(self.rng.integers(0, 2**62))
+        started = time.perf_counter()
         result = run_session(
             SessionConfig(
                 channel=link, signals=keys.qkd_signals, seed=seed, reconciliation=keys.reconciliation
             )
         )
+        self.qkd_wall_s += time.perf_counter() - started
         yield self.env.timeout(keys.qkd_signals / keys.source_rate_hz)
         self.metrics.sessions += 1
         if result.aborted or not result.keys_match:
             self.metrics.sessions_aborted += 1
+            state.retry_at = self.env.now + KEY_RETRY_S
             return
         commitment = bytes.fromhex(result.key_sha256 or "")
         now_chain = int(self._chain_now(self.env.now))
+        record = KeyRecord(
+            key_id=result.key_id,
+            commitment=commitment,
+            vehicle=state.label,
+            qber=float(result.qber or 0.0),
+            final_key_bits=result.final_key_bits,
+            created_at=now_chain,
+            expires_at=now_chain + int(keys.key_ttl_s),
+        )
+        row = {
+            "key_id": result.key_id,
+            "vehicle": state.label,
+            "rsu": index,
+            "t": self.env.now,
+            "distance_m": round(distance_m, 2),
+            "qber": result.qber,
+            "bits": result.final_key_bits,
+            "sha256": result.key_sha256,
+        }
+        if self.batchers:
+            # The key is usable once its batch is anchored; until then the vehicle waits for it.
+            self._awaiting_vehicles.add(state.vehicle_id)
+            self._awaiting_anchor[str(result.key_id)] = (state, result, record, row)
+            self._anchor(index, lambda: self.batchers[index].add(record))
+            return
         try:
             self._ledger_tx(
                 lambda: self.rsu_accounts[index].record_session(
-                    result.key_id,
+                    record.key_id,
                     commitment,
                     state.label,
-                    qber=float(result.qber or 0.0),
-                    final_key_bits=result.final_key_bits,
-                    created_at=now_chain,
-                    expires_at=now_chain + int(keys.key_ttl_s),
+                    qber=record.qber,
+                    final_key_bits=record.final_key_bits,
+                    created_at=record.created_at,
+                    expires_at=record.expires_at,
                 ),
                 records=1,
             )
@@ -539,23 +687,53 @@ class World:
             self.metrics.drops[f"ledger-refused:{type(exc).__name__}"] += 1
             return
         self.view.sync()
-        material = result.alice_key
-        self.key_store[result.key_id] = material
-        state.pool.add(result.key_id, material, expires_at=self.env.now + keys.key_ttl_s)
+        self._deliver(state, result, row)
+
+    def _deliver(self, state: VehicleState, result: Any, row: dict[str, Any]) -> None:
+        """The key is on the ledger: into the key relay and the vehicle's pool."""
+        keys = self.scenario.keys
+        self.key_store[result.key_id] = result.alice_key
+        state.pool.add(result.key_id, result.alice_key, expires_at=self.env.now + keys.key_ttl_s)
         state.key_expires_at = self.env.now + keys.key_ttl_s
         self.metrics.bits_generated += result.final_key_bits
-        self.metrics.key_rows.append(
-            {
-                "key_id": result.key_id,
-                "vehicle": state.label,
-                "rsu": index,
-                "t": self.env.now,
-                "distance_m": round(distance_m, 2),
-                "qber": result.qber,
-                "bits": result.final_key_bits,
-                "sha256": result.key_sha256,
-            }
-        )
+        self.metrics.key_rows.append({**row, "usable_at": self.env.now})
+
+    def _now(self) -> float:
+        return self.env.now
+
+    def _anchor(self, index: int, step: Callable[[], list[Anchored]]) -> None:
+        """Run a batcher step (add or poll); if it anchored a batch, hand its keys out.
+
+        The view learns the new root from the chain's event, then admits each key by its
+        inclusion proof, exactly as a receiver given the record and proof by the key relay
+        would; only admitted keys reach a pool.
+        """
+        try:
+            anchored = self._ledger_tx(step, records=0, count=False)
+        except LedgerError as exc:
+            self.metrics.drops[f"ledger-refused:{type(exc).__name__}"] += 1
+            return
+        if not anchored:
+            return
+        self.metrics.ledger_transactions += 1
+        self.metrics.ledger_records += len(anchored)
+        self.view.sync()
+        for item in anchored:
+            state, result, record, row = self._awaiting_anchor.pop(item.key_id)
+            self._awaiting_vehicles.discard(state.vehicle_id)
+            verdict = self.view.admit(record, item.root, item.proof)
+            if verdict != "admitted":
+                self.metrics.drops[f"ledger-refused:{verdict}"] += 1
+                continue
+            self._deliver(state, result, row)
+
+    def anchoring(self) -> Any:
+        """Key managers anchor a batch once its oldest record has waited ``anchor_age_s``."""
+        while True:
+            yield self.env.timeout(ANCHOR_POLL_S)
+            for index, batcher in enumerate(self.batchers):
+                if batcher.due():
+                    self._anchor(index, batcher.poll)
 
     def ledger_watch(self) -> Any:
         while True:
@@ -624,6 +802,9 @@ class World:
         simulated = self.metrics.summary(duration_s=s.duration_s)
         measured = self.metrics.wall_clock_summary()
         energy = simulated.pop("energy_j")
+        # keys whose batch was not yet anchored when the run ended never reached a pool
+        simulated["keys"]["awaiting_anchor"] = len(self._awaiting_anchor)
+        simulated["keys"]["anchoring"] = s.keys.anchoring
         return {
             "vehicles": len(self.vehicles),
             "vehicles_initial": s.vehicles,
