@@ -30,6 +30,7 @@ except ImportError:  # pragma: no cover - the fallback is correct, only slower
     def _double_keccak(data: bytes) -> bytes:
         return keccak(keccak(data))
 
+
 KEY_LEAF_TYPES = ("bytes32", "bytes32", "bytes32", "uint32", "uint32", "uint8", "uint64", "uint64")
 
 
