@@ -45,6 +45,7 @@ from .merkle import keccak
 MAX_BATCH_ITEMS = 1_000
 MAX_BATCH_BYTES = 4 * 1024 * 1024
 SEND_RETRIES = 3
+MAX_POLL_S = 0.1  # receipt polling backs off to this while no block comes
 GAS_MARGIN = 1.25  # on top of one estimate per function: same-shaped calls cost alike
 
 
@@ -456,14 +457,19 @@ class TxPipeline:
                 self._cond.wait(timeout=min(remaining, 0.5))
 
     def _collect(self) -> None:
+        """Poll for receipts: every ``poll_s`` while blocks keep coming, backing off to
+        ``MAX_POLL_S`` while they do not (an interval-mining node makes one a second, and
+        each idle poll takes the interpreter from the thread that is signing)."""
         rpc = JsonRpc(self.client.w3)  # its own HTTP session: requests' sessions are per thread
         try:
             by_block = rpc.batches and self._block_receipts_supported(rpc)
             seen_block = _int(rpc.call("eth_blockNumber", [])) - 1
+            wait = self.poll_s
             while not self._stop.is_set():  # ``wait`` drains; ``close`` stops at once
                 if not self._in_flight:
                     self._stop.wait(self.poll_s)
                     continue
+                found = 0
                 if by_block:
                     head = _int(rpc.call("eth_blockNumber", []))
                     if head > seen_block:
@@ -474,12 +480,16 @@ class TxPipeline:
                             raise LedgerError(f"eth_getBlockReceipts failed: {replies[0].get('error')}")
                         self._complete(receipts)
                         seen_block = head
+                        found = len(blocks)
                 else:
                     with self._cond:
                         oldest = list(itertools.islice(self._in_flight, MAX_BATCH_ITEMS))
                     replies = rpc.batch([("eth_getTransactionReceipt", [h]) for h in oldest])
-                    self._complete([r["result"] for r in replies if r.get("result")])
-                self._stop.wait(self.poll_s)
+                    receipts = [r["result"] for r in replies if r.get("result")]
+                    self._complete(receipts)
+                    found = len(receipts)
+                wait = self.poll_s if found else min(2 * wait, max(MAX_POLL_S, self.poll_s))
+                self._stop.wait(wait)
         except BaseException as exc:  # surfaced by wait()/submit
             with self._cond:
                 self._collector_error = exc
