@@ -74,6 +74,7 @@ contract KeyLedger is AccessControl, Pausable, Multicall {
     mapping(bytes32 keyId => KeyRecord) private _keys;
     mapping(bytes32 keyId => Verification) private _verifications;
     mapping(bytes32 root => Batch) private _batches;
+    mapping(bytes32 keyId => bool) private _batchedKeyRevoked;
     Stats private _stats;
 
     // ---------------------------------------------------------------- errors
@@ -95,6 +96,7 @@ contract KeyLedger is AccessControl, Pausable, Multicall {
     error ZeroMerkleRoot();
     error ZeroBatchCount();
     error BatchAlreadyAnchored(bytes32 root);
+    error NotABatchedKey(bytes32 keyId);
 
     // ---------------------------------------------------------------- events
     event VehicleRegistered(bytes32 indexed vehicleId, address indexed authority, uint64 epoch);
@@ -292,6 +294,24 @@ contract KeyLedger is AccessControl, Pausable, Multicall {
     function verifyInclusion(bytes32 root, bytes32[] calldata proof, bytes32 leaf) external view returns (bool) {
         if (_batches[root].anchoredAt == 0) return false;
         return MerkleProof.verifyCalldata(proof, root, leaf);
+    }
+
+    /// @notice Revoke one Merkle-batched key. Only its batch's root is stored here, so the
+    /// revocation is kept by key id and announced with the same `KeyRevoked` event as
+    /// `revokeKey`; receivers holding the key's proof check `batchedKeyRevoked` (or their
+    /// ledger view, which applies the event).
+    function revokeBatchedKey(bytes32 keyId, string calldata reason) external onlyRole(DEFAULT_ADMIN_ROLE) {
+        if (keyId == bytes32(0)) revert ZeroKeyId();
+        if (bytes(reason).length == 0) revert EmptyReason();
+        if (_keys[keyId].commitment != bytes32(0)) revert NotABatchedKey(keyId);
+        if (_batchedKeyRevoked[keyId]) revert KeyAlreadyRevoked(keyId);
+        _batchedKeyRevoked[keyId] = true;
+        _stats.keyRevocations += 1;
+        emit KeyRevoked(keyId, _msgSender(), reason);
+    }
+
+    function batchedKeyRevoked(bytes32 keyId) external view returns (bool) {
+        return _batchedKeyRevoked[keyId];
     }
 
     // ---------------------------------------------------------------- stats

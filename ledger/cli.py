@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.table import Table
 
 from . import ids
-from .errors import BadInput
+from .errors import BadInput, TransactionRefused
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False)
@@ -343,27 +343,45 @@ def verify(
 
 @app.command()
 @click.option("--key-id", default=None, metavar="UUID", help="Revoke this one key.")
+@click.option("--batched", is_flag=True, help="The key was anchored in a Merkle batch (`ledger anchor`).")
 @click.option("--vehicle", default=None, help="Revoke every key of this vehicle.")
 @click.option("--reason", required=True, help="Why (recorded in the event).")
 @chain_option
 @from_option
 @json_option
 def revoke(
-    key_id: str | None, vehicle: str | None, reason: str, chain: str, sender: str | None, as_json: bool
+    key_id: str | None,
+    batched: bool,
+    vehicle: str | None,
+    reason: str,
+    chain: str,
+    sender: str | None,
+    as_json: bool,
 ) -> None:
     """Revoke one key, or every key of a vehicle in O(1) gas (authority only)."""
     if (key_id is None) == (vehicle is None):
         raise BadInput("give exactly one of --key-id and --vehicle")
     if not reason.strip():
         raise BadInput("--reason must not be empty")
+    if batched and key_id is None:
+        raise BadInput("--batched goes with --key-id")
     if key_id is not None:
         ids.key_id(key_id)
     else:
         ids.vehicle_id(vehicle or "")
     with ledger_client(chain, sender) as ledger:
         if key_id is not None:
-            result = ledger.revoke_key(key_id, reason)
-            data: dict[str, Any] = {"key_id": key_id}
+            try:
+                result = (
+                    ledger.revoke_batched_key(key_id, reason)
+                    if batched
+                    else ledger.revoke_key(key_id, reason)
+                )
+            except TransactionRefused as exc:
+                if exc.error == "KeyNotFound":
+                    raise BadInput(f"{exc} (a key anchored in a Merkle batch: add --batched)") from None
+                raise
+            data: dict[str, Any] = {"key_id": key_id, "batched": batched}
         else:
             result = ledger.revoke_vehicle_keys(vehicle or "", reason)
             data = {"vehicle": vehicle, "epoch": result.event("VehicleKeysRevoked").args["newEpoch"]}

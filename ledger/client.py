@@ -147,6 +147,9 @@ _EXPLAIN: dict[str, Callable[[dict[str, Any]], str]] = {
     "ZeroMerkleRoot": lambda a: "the Merkle root is zero",
     "ZeroBatchCount": lambda a: "the batch has no records",
     "BatchAlreadyAnchored": lambda a: f"Merkle root {_b32(a['root'])} is already anchored",
+    "NotABatchedKey": lambda a: (
+        f"key {ids.key_uuid(a['keyId'])} is recorded individually: revoke it with revokeKey"
+    ),
 }
 
 
@@ -538,6 +541,13 @@ class KeyLedgerClient:
     # ------------------------------------------------------------------ revocation
     def revoke_key(self, key_id: str | uuid.UUID, reason: str) -> TxResult:
         return self.transact("revokeKey", ids.key_id(key_id), reason)
+
+    def revoke_batched_key(self, key_id: str | uuid.UUID, reason: str) -> TxResult:
+        """Revoke a key known only through its Merkle batch (no individual record)."""
+        return self.transact("revokeBatchedKey", ids.key_id(key_id), reason)
+
+    def batched_key_revoked(self, key_id: str | uuid.UUID) -> bool:
+        return bool(self._call("batchedKeyRevoked", ids.key_id(key_id)))
 
     def revoke_vehicle_keys(self, vehicle: str, reason: str) -> TxResult:
         return self.transact("revokeVehicleKeys", ids.vehicle_id(vehicle), reason)

@@ -178,6 +178,16 @@ def test_a_key_revoked_after_anchoring_is_revoked_in_the_view(ledger: KeyLedgerC
         assert view.status(r.key_id, now + 1) == expected, r.vehicle
         assert view.validate(r.key_id, r.commitment, now + 1)[1] == expected
 
+    # one batched key of car-2 revoked on its own: the contract keeps it by id, the view hears the event
+    single = next(r for r in before if r.vehicle == "car-2")
+    ledger.revoke_batched_key(single.key_id, "leaked")
+    assert ledger.batched_key_revoked(single.key_id)
+    assert view.status(single.key_id, now + 1) == "valid"
+    view.sync()
+    assert view.status(single.key_id, now + 1) == "revoked"
+    assert view.revocation_reason(single.key_id) == "leaked"
+    assert sum(view.status(r.key_id, now + 1) == "valid" for r in before) == 2  # car-2's other two
+
     after = KeyRecord(str(uuid.uuid4()), os.urandom(32), "car-1", 0.02, 512, now, now + 600)
     item = KeyBatcher(ledger, max_batch=1).add(after)[0]
     view.sync()
@@ -227,19 +237,20 @@ def test_ledger_anchor_and_prove_from_the_shell(tmp_path: Path, capsys: pytest.C
         "key_id": keys[0], "root": None, "anchored": True, "included_on_chain": True,
         "view": "admitted", "status": "valid",
     }  # fmt: skip
+
+    def status_of(key: str) -> str:
+        return json.loads(qkdiov("ledger", "prove", "--proofs", str(proofs), "--key-id", key, "--json")[1])[
+            "status"
+        ]
+
     assert qkdiov("ledger", "revoke", "--vehicle", "car-0", "--reason", "stolen", "--json")[0] == 0
+    assert status_of(keys[0]) == "revoked" and status_of(keys[1]) == "valid"
+    code, _, err = qkdiov("ledger", "revoke", "--key-id", keys[1], "--reason", "leaked")
+    assert code == 2 and "add --batched" in err
     assert (
-        json.loads(qkdiov("ledger", "prove", "--proofs", str(proofs), "--key-id", keys[0], "--json")[1])[
-            "status"
-        ]
-        == "revoked"
+        qkdiov("ledger", "revoke", "--key-id", keys[1], "--batched", "--reason", "leaked", "--json")[0] == 0
     )
-    assert (
-        json.loads(qkdiov("ledger", "prove", "--proofs", str(proofs), "--key-id", keys[1], "--json")[1])[
-            "status"
-        ]
-        == "valid"
-    )
+    assert status_of(keys[1]) == "revoked" and status_of(keys[3]) == "valid"
 
     # a tampered record no longer matches its proof
     lines = [json.loads(line) for line in proofs.read_text().splitlines()]

@@ -613,6 +613,30 @@ def test_revoke_key_refusals(ledger: KeyLedgerClient, stranger: KeyLedgerClient,
     assert ledger.stats()["key_revocations"] == 1
 
 
+def test_revoke_batched_key(ledger: KeyLedgerClient, stranger: KeyLedgerClient, car: str, outsider) -> None:
+    """A key known only through its Merkle batch is revoked by id, with the usual event."""
+    batched = uuid.uuid4()
+    assert not ledger.batched_key_revoked(batched)
+    with refused("EmptyReason"):
+        ledger.revoke_batched_key(batched, "")
+    with refused("ZeroKeyId"):
+        ledger.transact("revokeBatchedKey", b"\x00" * 32, "zero")
+    with unauthorized(outsider, ADMIN_ROLE):
+        stranger.revoke_batched_key(batched, "not mine")
+    result = ledger.revoke_batched_key(batched, "leaked")
+    event = result.event("KeyRevoked")
+    assert event.args["keyId"] == ids.key_id(batched) and event.args["reason"] == "leaked"
+    assert ledger.batched_key_revoked(batched)
+    with refused("KeyAlreadyRevoked", keyId=ids.key_id(batched)):
+        ledger.revoke_batched_key(batched, "again")
+    recorded = record_key(ledger, car)
+    with refused("NotABatchedKey", keyId=ids.key_id(recorded)) as excinfo:
+        ledger.revoke_batched_key(recorded, "wrong call")
+    assert "revokeKey" in str(excinfo.value)
+    assert status(ledger, recorded) == "valid" and not ledger.batched_key_revoked(recorded)
+    assert ledger.stats()["key_revocations"] == 1
+
+
 # ---------------------------------------------------------------------------- vehicle revocation
 
 
