@@ -49,7 +49,7 @@ class KeyRecord:
             raise BadInput(f"QBER must lie in [0, 1], got {self.qber}")
         try:
             return merkle.key_leaf(
-                (raw_id or _key_and_raw(self.key_id)[1]) + _ZERO16,
+                (raw_id or ids.parse_key_id(self.key_id)[1]) + _ZERO16,
                 bytes(self.commitment),
                 _vehicle_id(self.vehicle),
                 round(self.qber * 1_000_000),
@@ -145,7 +145,7 @@ class KeyBatcher:
     # ------------------------------------------------------------------ writing
     def add(self, record: KeyRecord) -> list[Anchored]:
         """Queue one record; returns what a size-triggered flush anchored (usually nothing)."""
-        key, raw = _key_and_raw(record.key_id)
+        key, raw = ids.parse_key_id(record.key_id)
         leaf = record.leaf(raw)
         with self._lock:
             if key in self._pending_ids or key in self._anchored or key in self._in_flight_ids:
@@ -288,38 +288,8 @@ class KeyBatcher:
 _ZERO16 = b"\x00" * 16
 
 
-def _parse(key_id: str | uuid.UUID) -> uuid.UUID:
-    if isinstance(key_id, uuid.UUID):
-        return key_id
-    try:
-        return uuid.UUID(key_id)
-    except (ValueError, TypeError, AttributeError):
-        try:
-            return uuid.UUID(str(key_id).strip())
-        except ValueError:
-            raise BadInput(f"not a UUID key id: {key_id!r}") from None
-
-
 def _canonical(key_id: str | uuid.UUID) -> str:
-    return _key_and_raw(key_id)[0]
-
-
-def _key_and_raw(key_id: str | uuid.UUID) -> tuple[str, bytes]:
-    """(canonical UUID string, its 16 bytes). A canonical string, what key ids nearly always
-    are, is taken apart directly: about a fifth of the cost of building a ``uuid.UUID``."""
-    if (
-        type(key_id) is str
-        and len(key_id) == 36
-        and key_id[8] == key_id[13] == key_id[18] == key_id[23] == "-"
-    ):
-        try:
-            raw = bytes.fromhex(key_id[:8] + key_id[9:13] + key_id[14:18] + key_id[19:23] + key_id[24:])
-        except ValueError:
-            raw = b""
-        if len(raw) == 16:  # fromhex skips spaces, so a short result was not 32 hex digits
-            return key_id.lower(), raw
-    parsed = _parse(key_id)
-    return str(parsed), parsed.bytes
+    return ids.parse_key_id(key_id)[0]
 
 
 @functools.lru_cache(maxsize=4096)

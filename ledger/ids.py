@@ -15,6 +15,7 @@ import uuid
 from .errors import BadInput
 
 _HEX64 = re.compile(r"^(0x)?[0-9a-fA-F]{64}$")
+_ZERO16 = b"\x00" * 16
 
 # keccak256 of the role names, as the contract defines them; written out so that importing
 # this module (and so starting the CLI) does not load eth_utils. tests/test_chain.py checks them.
@@ -30,8 +31,20 @@ PROTOCOLS = {"bb84": 1, "e91": 2}
 VERIFY_REASONS = {"ok": 0, "unknown": 1, "revoked": 2, "expired": 3, "commitment-mismatch": 4}
 
 
-def key_id(value: str | uuid.UUID) -> bytes:
-    """bytes32 key id from a UUID (string or object)."""
+def parse_key_id(value: str | uuid.UUID) -> tuple[str, bytes]:
+    """(canonical UUID string, its 16 bytes) from any spelling ``uuid.UUID`` accepts.
+
+    A canonical string, what key ids nearly always are, is taken apart directly: about a
+    fifth of the cost of building a ``uuid.UUID``, which a batcher hashing tens of
+    thousands of records a second notices.
+    """
+    if type(value) is str and len(value) == 36 and value[8] == value[13] == value[18] == value[23] == "-":
+        try:
+            raw = bytes.fromhex(value[:8] + value[9:13] + value[14:18] + value[19:23] + value[24:])
+        except ValueError:
+            raw = b""
+        if len(raw) == 16:  # fromhex skips spaces, so a short result was not 32 hex digits
+            return value.lower(), raw
     if isinstance(value, uuid.UUID):
         parsed = value
     else:
@@ -39,7 +52,12 @@ def key_id(value: str | uuid.UUID) -> bytes:
             parsed = uuid.UUID(str(value).strip())
         except ValueError:
             raise BadInput(f"not a UUID: {value!r}") from None
-    return parsed.bytes + b"\x00" * 16
+    return str(parsed), parsed.bytes
+
+
+def key_id(value: str | uuid.UUID) -> bytes:
+    """bytes32 key id from a UUID (string or object)."""
+    return parse_key_id(value)[1] + _ZERO16
 
 
 def key_uuid(raw: bytes) -> uuid.UUID:

@@ -276,20 +276,20 @@ def test_ledger_anchor_and_prove_from_the_shell(tmp_path: Path, capsys: pytest.C
 @settings(max_examples=300, deadline=None)
 @given(value=st.uuids(), form=st.sampled_from(["str", "upper", "object", "braces", "hex", "padded"]))
 def test_the_fast_key_id_parse_agrees_with_uuid(value: uuid.UUID, form: str) -> None:
-    from ledger.batcher import _key_and_raw
+    from ledger.ids import parse_key_id
 
     spelled = {
         "str": str(value), "upper": str(value).upper(), "object": value, "braces": "{" + str(value) + "}",
         "hex": value.hex, "padded": f" {value} ",
     }[form]  # fmt: skip
-    assert _key_and_raw(spelled) == (str(value), value.bytes)
+    assert parse_key_id(spelled) == (str(value), value.bytes)
 
 
 @pytest.mark.parametrize(
     "bad", ["zzzzzzzz-zzzz-zzzz-zzzz-zzzzzzzzzzzz", "12 45678-1234-1234-1234-123456789012", "1234-5678", ""]
 )
 def test_the_fast_key_id_parse_refuses_what_uuid_refuses(bad: str) -> None:
-    from ledger.batcher import _key_and_raw
+    from ledger.ids import parse_key_id
 
     with pytest.raises(BadInput, match="not a UUID"):
-        _key_and_raw(bad)
+        parse_key_id(bad)

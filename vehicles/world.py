@@ -203,12 +203,13 @@ class World:
         ``count=False``: time it only (the caller counts what was really sent)."""
         t0 = time.perf_counter()
         try:
-            return (result := send())
+            result = send()
         finally:
             self.metrics.ledger_wall_s += time.perf_counter() - t0
-            if count and "result" in locals():
-                self.metrics.ledger_transactions += len(result) if isinstance(result, list) else 1
-                self.metrics.ledger_records += records
+        if count:
+            self.metrics.ledger_transactions += len(result) if isinstance(result, list) else 1
+            self.metrics.ledger_records += records
+        return result
 
     def _vehicle_label(self, vehicle_id: int) -> str:
         return f"veh-{self.scenario.seed}-{vehicle_id}"
@@ -668,7 +669,7 @@ class World:
             # The key is usable once its batch is anchored; until then the vehicle waits for it.
             self._awaiting_vehicles.add(state.vehicle_id)
             self._awaiting_anchor[str(result.key_id)] = (state, result, record, row)
-            self._anchor(index, lambda: self.batchers[index].add(record))
+            self._anchor(lambda: self.batchers[index].add(record))
             return
         try:
             self._ledger_tx(
@@ -701,7 +702,7 @@ class World:
     def _now(self) -> float:
         return self.env.now
 
-    def _anchor(self, index: int, step: Callable[[], list[Anchored]]) -> None:
+    def _anchor(self, step: Callable[[], list[Anchored]]) -> None:
         """Run a batcher step (add or poll); if it anchored a batch, hand its keys out.
 
         The view learns the new root from the chain's event, then admits each key by its
@@ -731,9 +732,9 @@ class World:
         """Key managers anchor a batch once its oldest record has waited ``anchor_age_s``."""
         while True:
             yield self.env.timeout(ANCHOR_POLL_S)
-            for index, batcher in enumerate(self.batchers):
+            for batcher in self.batchers:
                 if batcher.due():
-                    self._anchor(index, batcher.poll)
+                    self._anchor(batcher.poll)
 
     def ledger_watch(self) -> Any:
         while True:
