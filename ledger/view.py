@@ -31,7 +31,7 @@ from web3 import Web3
 from . import ids, merkle
 from .batcher import KeyRecord
 from .client import KeyLedgerClient
-from .errors import LedgerError
+from .errors import BadInput, LedgerError
 
 VIEW_FORMAT = "qkd-iov/ledger-view/v1"
 DEFAULT_BLOCK_RANGE = 2_000  # blocks per eth_getLogs: public nodes cap ranges and answer sizes
@@ -62,8 +62,8 @@ def canonical_key_id(key_id: str | uuid.UUID | bytes) -> str | None:
         except ValueError:
             return None
     try:
-        return str(uuid.UUID(text))
-    except ValueError:
+        return ids.parse_key_id(text)[0]
+    except BadInput:
         return None
 
 
