@@ -40,7 +40,9 @@ from qkd.classical import ClassicalChannel
 from qkd.quantum import (
     LANES,
     X_BASIS,
+    ClassCircuits,
     Progress,
+    ShotBank,
     detection_announcement_bits,
     intercept_mask,
     prepare,
@@ -149,8 +151,20 @@ def _resend_circuit(class_id: int, lanes: int) -> QuantumCircuit:
     return qc
 
 
+E91_PAIRS = ClassCircuits("e91-pairs", _pair_circuit, classes=9, lanes=PAIR_LANES, bits_per_lane=2)
+E91_INTERCEPTION = ClassCircuits(
+    "e91-interception", _interception_circuit, classes=6, lanes=PAIR_LANES, bits_per_lane=2
+)
+E91_RESEND = ClassCircuits("e91-resend", _resend_circuit, classes=12, lanes=LANES, bits_per_lane=1)
+
+
 def _simulate_chunk(
-    n: int, channel: Channel, noise_model: NoiseModel | None, eve_fraction: float, rng: np.random.Generator
+    n: int,
+    channel: Channel,
+    noise_model: NoiseModel | None,
+    eve_fraction: float,
+    rng: np.random.Generator,
+    bank: ShotBank | None,
 ) -> dict[str, np.ndarray]:
     """All per-pair arrays of one chunk, named as the fields of :class:`E91Signals`."""
     alice_settings = rng.integers(0, 3, n, dtype=np.uint8)
@@ -168,11 +182,10 @@ def _simulate_chunk(
     if honest.size:
         outcome = sample_by_class(
             alice_settings[honest] * 3 + bob_settings[honest],
-            functools.partial(_pair_circuit, lanes=PAIR_LANES),
-            lanes=PAIR_LANES,
-            bits_per_lane=2,
+            E91_PAIRS,
             noise_model=noise_model,
             rng=rng,
+            bank=bank,
         )
         alice_bits[honest] = outcome & 1
         bob_bits[honest] = outcome >> 1
@@ -181,21 +194,19 @@ def _simulate_chunk(
     if intercepted.size:
         outcome = sample_by_class(
             alice_settings[intercepted] * 2 + eve_bases[intercepted],
-            functools.partial(_interception_circuit, lanes=PAIR_LANES),
-            lanes=PAIR_LANES,
-            bits_per_lane=2,
+            E91_INTERCEPTION,
             noise_model=None,
             rng=rng,
+            bank=bank,
         )
         alice_bits[intercepted] = outcome & 1
         eve_bits[intercepted] = outcome >> 1
         bob_bits[intercepted] = sample_by_class(
             eve_bits[intercepted] | (eve_bases[intercepted] << 1) | (bob_settings[intercepted] << 2),
-            functools.partial(_resend_circuit, lanes=LANES),
-            lanes=LANES,
-            bits_per_lane=1,
+            E91_RESEND,
             noise_model=noise_model,
             rng=rng,
+            bank=bank,
         )
 
     dark_only = detection.dark_only
@@ -220,8 +231,12 @@ def distribute(
     eve_fraction: float = 0.0,
     seed: int | None = None,
     progress: Progress | None = None,
+    bank: ShotBank | None = None,
 ) -> E91Signals:
-    """Distribute ``n_pairs`` entangled pairs and record both parties' settings and outcomes."""
+    """Distribute ``n_pairs`` entangled pairs and record both parties' settings and outcomes.
+
+    A ``bank`` serves Aer outcomes simulated ahead for many sessions (see :class:`ShotBank`).
+    """
     if int(n_pairs) != n_pairs or n_pairs < 0:
         raise ValueError(f"number of pairs must be a non-negative integer, got {n_pairs!r}")
     if not 0.0 <= eve_fraction <= 1.0:
@@ -230,7 +245,7 @@ def distribute(
     rng = np.random.default_rng(seed)
     noise_model = channel.noise_model()
     arrays = run_in_chunks(
-        n_pairs, lambda size: _simulate_chunk(size, channel, noise_model, eve_fraction, rng), progress
+        n_pairs, lambda size: _simulate_chunk(size, channel, noise_model, eve_fraction, rng, bank), progress
     )
     return E91Signals(signals=n_pairs, noise_description=channel.noise_description(), **arrays)
 

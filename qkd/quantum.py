@@ -145,58 +145,158 @@ def simulator() -> AerSimulator:
     return AerSimulator(method="density_matrix", max_parallel_threads=AER_THREADS)
 
 
+@dataclass(frozen=True)
+class ClassCircuits:
+    """One family of class circuits: ``build(class_id, lanes)`` for ``classes`` classes.
+
+    Each circuit holds ``lanes`` independent copies of its class; lane j writes clbits
+    ``j * bits_per_lane ...``, so one shot gives ``lanes`` i.i.d. outcomes.
+    """
+
+    name: str
+    build: Callable[[int, int], QuantumCircuit]
+    classes: int
+    lanes: int
+    bits_per_lane: int
+
+    @property
+    def categories(self) -> int:
+        return 1 << self.bits_per_lane
+
+    def simulate(
+        self, class_list: list[int], shots: int, noise_model: NoiseModel | None, seed: int
+    ) -> np.ndarray:
+        """One Aer job: the outcome counts of ``shots * lanes`` signals of each listed class,
+        one row per class (Aer gives every circuit of a job its own seed)."""
+        result = (
+            simulator()
+            .run(
+                [self.build(c, self.lanes) for c in class_list],
+                shots=shots,
+                noise_model=noise_model,
+                seed_simulator=seed,
+            )
+            .result()
+        )
+        mask = self.categories - 1
+        totals = np.zeros((len(class_list), self.categories), dtype=np.int64)
+        for experiment in range(len(class_list)):
+            counts = result.data(experiment)["counts"]
+            patterns = np.array([int(key, 16) for key in counts], dtype=np.int64)
+            weights = np.array(list(counts.values()), dtype=np.int64)
+            for lane in range(self.lanes):
+                lane_outcome = (patterns >> (lane * self.bits_per_lane)) & mask
+                totals[experiment] += np.bincount(
+                    lane_outcome, weights=weights, minlength=self.categories
+                ).astype(np.int64)
+        return totals
+
+
+class ShotBank:
+    """Aer outcomes simulated ahead in bulk and handed out to many short sessions.
+
+    Why: an Aer job costs about 5-10 ms however few shots it has, and a simulator that runs
+    hundreds of sessions of a few thousand detected signals each pays that per session.
+    The bank runs one job for all classes of a family under one noise model with at least
+    ``refill_outcomes`` outcomes per class, keeps only the outcome counts, and gives each
+    request a uniformly random subset of what is left (a multivariate hypergeometric draw).
+    The pooled outcomes are i.i.d., so a subset is distributed exactly as a fresh job's
+    outcomes and successive requests are independent: every outcome is still an Aer shot,
+    and none is handed out twice. Results depend on the order of requests, which a seeded
+    caller keeps deterministic.
+    """
+
+    def __init__(self, seed: int | None = None, refill_outcomes: int = 1 << 16) -> None:
+        if refill_outcomes < 1:
+            raise ValueError(f"refill_outcomes must be >= 1, got {refill_outcomes}")
+        self.refill_outcomes = int(refill_outcomes)
+        self._rng = np.random.default_rng(seed)
+        # (family, id(noise model)) -> (the noise model, kept alive so its id stays unique; counts)
+        self._pools: dict[tuple[ClassCircuits, int], tuple[NoiseModel | None, np.ndarray]] = {}
+        self.jobs = 0  # Aer jobs run
+        self.outcomes_simulated = 0  # outcomes those jobs produced (all classes)
+        self.outcomes_served = 0
+
+    def take(
+        self,
+        family: ClassCircuits,
+        noise_model: NoiseModel | None,
+        sizes: np.ndarray,
+        rng: np.random.Generator,
+    ) -> np.ndarray:
+        """Counts per category of ``sizes[c]`` fresh outcomes of every class c (rows: classes)."""
+        key = (family, id(noise_model))
+        if key not in self._pools:
+            self._pools[key] = (noise_model, np.zeros((family.classes, family.categories), dtype=np.int64))
+        pool = self._pools[key][1]
+        kept = np.zeros((family.classes, family.categories), dtype=np.int64)
+        for class_id in np.flatnonzero(sizes).tolist():
+            need = int(sizes[class_id])
+            while pool[class_id].sum() < need:  # all that is left, then a refill
+                kept[class_id] += pool[class_id]
+                need -= int(pool[class_id].sum())
+                pool[class_id] = 0
+                self._refill(family, noise_model, pool, need)
+            drawn = rng.multivariate_hypergeometric(pool[class_id], need)
+            pool[class_id] -= drawn
+            kept[class_id] += drawn
+        self.outcomes_served += int(sizes.sum())
+        return kept
+
+    def _refill(
+        self, family: ClassCircuits, noise_model: NoiseModel | None, pool: np.ndarray, need: int
+    ) -> None:
+        shots = -(-max(self.refill_outcomes, need) // family.lanes)
+        pool += family.simulate(
+            list(range(family.classes)), shots, noise_model, int(self._rng.integers(0, 2**31 - 1))
+        )
+        self.jobs += 1
+        self.outcomes_simulated += shots * family.lanes * family.classes
+
+
 def sample_by_class(
     class_ids: np.ndarray,
-    circuit_for: Callable[[int], QuantumCircuit],
+    family: ClassCircuits,
     *,
-    lanes: int,
-    bits_per_lane: int,
     noise_model: NoiseModel | None,
     rng: np.random.Generator,
+    bank: ShotBank | None = None,
 ) -> np.ndarray:
     """Outcome of every signal, simulating one circuit per class present in ``class_ids``.
 
-    ``circuit_for(c)`` holds ``lanes`` independent copies of class ``c``; lane j writes
-    clbits ``j * bits_per_lane ...``. All circuits run in one Aer job (Aer gives every
-    circuit of a job its own seed) with enough shots for the largest class; each class
-    keeps a uniformly random subset of exactly its size of the i.i.d. lane outcomes and
-    hands them out in a random order. Returns the per-signal outcome (the lane's clbits as
-    an integer), aligned with ``class_ids``.
+    Without a ``bank`` all circuits run in one Aer job with enough shots for the largest
+    class, and each class keeps a uniformly random subset of exactly its size of the i.i.d.
+    lane outcomes; with one, the bank hands out outcomes it simulated earlier. Either way a
+    class's outcomes go to its signals in a random order. Returns the per-signal outcome
+    (the lane's clbits as an integer), aligned with ``class_ids``.
     """
     outcomes = np.zeros(class_ids.size, dtype=np.uint8)
     if class_ids.size == 0:
         return outcomes
-    sizes = np.bincount(class_ids)
+    sizes = np.bincount(class_ids, minlength=family.classes)
     present = np.flatnonzero(sizes)
-    shots = int(-(-sizes.max() // lanes))
-    job = simulator().run(
-        [circuit_for(int(c)) for c in present],
-        shots=shots,
-        noise_model=noise_model,
-        seed_simulator=int(rng.integers(0, 2**31 - 1)),
-    )
-    result = job.result()
-    categories = 1 << bits_per_lane
-    mask = categories - 1
+    if bank is not None:
+        available = bank.take(family, noise_model, sizes, rng)[present]  # exactly the sizes
+    else:
+        shots = int(-(-sizes.max() // family.lanes))
+        available = family.simulate(present.tolist(), shots, noise_model, int(rng.integers(0, 2**31 - 1)))
     order = np.argsort(class_ids, kind="stable")
     ends = np.cumsum(sizes)
-    for experiment, class_id in enumerate(present):
-        counts = result.data(experiment)["counts"]
-        patterns = np.array([int(key, 16) for key in counts], dtype=np.int64)
-        weights = np.array(list(counts.values()), dtype=np.int64)
-        totals = np.zeros(categories, dtype=np.int64)
-        for lane in range(lanes):
-            lane_outcome = (patterns >> (lane * bits_per_lane)) & mask
-            totals += np.bincount(lane_outcome, weights=weights, minlength=categories).astype(np.int64)
+    categories = np.arange(family.categories, dtype=np.uint8)
+    for row, class_id in enumerate(present.tolist()):
         size = int(sizes[class_id])
+        totals = available[row]
         kept = totals if totals.sum() == size else rng.multivariate_hypergeometric(totals, size)
-        values = np.repeat(np.arange(categories, dtype=np.uint8), kept)
+        values = np.repeat(categories, kept)
         rng.shuffle(values)
         outcomes[order[ends[class_id] - size : ends[class_id]]] = values
     return outcomes
 
 
 # --- the BB84 stage ---------------------------------------------------------------------------------
+
+BB84_CHANNEL = ClassCircuits("bb84-channel", _channel_circuit, classes=8, lanes=LANES, bits_per_lane=1)
+BB84_EVE = ClassCircuits("bb84-eve", _eve_circuit, classes=8, lanes=LANES, bits_per_lane=1)
 
 
 @dataclass
@@ -268,7 +368,12 @@ def run_in_chunks(
 
 
 def _simulate_chunk(
-    n: int, channel: Channel, noise_model: NoiseModel | None, eve_fraction: float, rng: np.random.Generator
+    n: int,
+    channel: Channel,
+    noise_model: NoiseModel | None,
+    eve_fraction: float,
+    rng: np.random.Generator,
+    bank: ShotBank | None,
 ) -> dict[str, np.ndarray]:
     """All per-signal arrays of one chunk, named as the fields of :class:`BB84Signals`."""
     draws = _draw(n, channel, eve_fraction, rng)
@@ -283,28 +388,14 @@ def _simulate_chunk(
             | (draws.alice_bases[intercepted] << 1)
             | (draws.eve_bases[intercepted] << 2)
         )
-        eve_bits[intercepted] = sample_by_class(
-            eve_classes,
-            functools.partial(_eve_circuit, lanes=LANES),
-            lanes=LANES,
-            bits_per_lane=1,
-            noise_model=None,
-            rng=rng,
-        )
+        eve_bits[intercepted] = sample_by_class(eve_classes, BB84_EVE, noise_model=None, rng=rng, bank=bank)
         sent_bits[intercepted] = eve_bits[intercepted]
         sent_bases[intercepted] = draws.eve_bases[intercepted]
 
     bob_bits = np.zeros(n, dtype=np.uint8)
     arrived = np.flatnonzero(draws.signal_detected)
     classes = sent_bits[arrived] | (sent_bases[arrived] << 1) | (draws.bob_bases[arrived] << 2)
-    bob_bits[arrived] = sample_by_class(
-        classes,
-        functools.partial(_channel_circuit, lanes=LANES),
-        lanes=LANES,
-        bits_per_lane=1,
-        noise_model=noise_model,
-        rng=rng,
-    )
+    bob_bits[arrived] = sample_by_class(classes, BB84_CHANNEL, noise_model=noise_model, rng=rng, bank=bank)
     dark_only = draws.detected & ~draws.signal_detected
     bob_bits[dark_only] = random_bits(int(dark_only.sum()), rng)
     return {**vars(draws), "bob_bits": bob_bits, "eve_bits": eve_bits}
@@ -317,19 +408,21 @@ def prepare_and_measure(
     eve_fraction: float = 0.0,
     seed: int | None = None,
     progress: Progress | None = None,
+    bank: ShotBank | None = None,
 ) -> BB84Signals:
     """Run the BB84 quantum stage for ``n_signals`` signals over ``channel``.
 
     Eve intercepts and resends each signal with probability ``eve_fraction`` in a random
-    basis. The same ``seed`` gives identical arrays; ``progress(done, total)`` is called
-    after every chunk of :data:`CHUNK_SIGNALS` signals.
+    basis. The same ``seed`` gives identical arrays (with a ``bank``: the same seed and the
+    same bank state); ``progress(done, total)`` is called after every chunk of
+    :data:`CHUNK_SIGNALS` signals.
     """
     _check_arguments(n_signals, eve_fraction)
     n_signals = int(n_signals)
     rng = np.random.default_rng(seed)
     noise_model = channel.noise_model()
     arrays = run_in_chunks(
-        n_signals, lambda size: _simulate_chunk(size, channel, noise_model, eve_fraction, rng), progress
+        n_signals, lambda size: _simulate_chunk(size, channel, noise_model, eve_fraction, rng, bank), progress
     )
     return BB84Signals(signals=n_signals, noise_description=channel.noise_description(), **arrays)
 

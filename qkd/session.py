@@ -204,8 +204,15 @@ class _Stopwatch:
         return {k: round(v, 6) for k, v in self.timings.items()}
 
 
-def run_session(config: SessionConfig, *, progress: Progress | None = None) -> SessionResult:
-    """Run one session. Aborts are results (``aborted``, ``abort_reason``), not exceptions."""
+def run_session(
+    config: SessionConfig, *, progress: Progress | None = None, bank: quantum.ShotBank | None = None
+) -> SessionResult:
+    """Run one session. Aborts are results (``aborted``, ``abort_reason``), not exceptions.
+
+    Callers that run many sessions pass one ``bank`` to share Aer jobs between them
+    (:class:`qkd.quantum.ShotBank`); a session's result then depends on its seed and on
+    the sessions served before it.
+    """
     rng = np.random.default_rng(config.seed)
     quantum_seed = int(rng.integers(0, 2**63 - 1))
     key_id = str(uuid.UUID(bytes=rng.bytes(16), version=4))
@@ -217,7 +224,7 @@ def run_session(config: SessionConfig, *, progress: Progress | None = None) -> S
         signals = clock.run(
             "quantum",
             lambda: quantum.prepare_and_measure(
-                config.signals, config.channel, eve_fraction=config.eve_fraction, seed=quantum_seed
+                config.signals, config.channel, eve_fraction=config.eve_fraction, seed=quantum_seed, bank=bank
             ),
         )
         alice, bob, _ = clock.run("sifting", lambda: quantum.sift(signals, classical))
@@ -226,7 +233,7 @@ def run_session(config: SessionConfig, *, progress: Progress | None = None) -> S
         signals = clock.run(
             "quantum",
             lambda: e91.distribute(
-                config.signals, config.channel, eve_fraction=config.eve_fraction, seed=quantum_seed
+                config.signals, config.channel, eve_fraction=config.eve_fraction, seed=quantum_seed, bank=bank
             ),
         )
         test = clock.run("chsh", lambda: e91.chsh(signals, classical))

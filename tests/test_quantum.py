@@ -212,3 +212,67 @@ def test_sift_keeps_matching_bases_and_counts_messages():
     request = min(10_000, index_bits(detected, 10_000)) + detected
     assert traffic.bytes == (request + 7) // 8 + (detected + 7) // 8
     assert classical.disclosed("sifting") == 0
+
+
+# --- the shot bank: Aer outcomes simulated ahead for many sessions -------------------------------
+
+
+@pytest.mark.parametrize(
+    ("channel", "eve_fraction", "expected"),
+    [
+        (ch.build("ideal", depolarizing=0.08), 0.0, {"all": 0.04, "z": 0.04, "x": 0.04}),
+        (ch.build("ideal", bitflip=0.1), 0.0, {"all": 0.05, "z": 0.1, "x": 0.0}),
+        (ch.build("ideal", depolarizing=0.1), 1.0, {"all": 0.275, "z": 0.275, "x": 0.275}),
+    ],
+    ids=["depolarizing", "bitflip", "eve-and-noise"],
+)
+def test_bank_served_sessions_have_the_right_qber(channel, eve_fraction, expected):
+    """Many small sessions from one bank whose refills are smaller than some requests:
+    the pooled QBER per basis is what the channel gives."""
+    bank = quantum.ShotBank(seed=5, refill_outcomes=1500)
+    runs = [prepare_and_measure(4_000, channel, eve_fraction=eve_fraction, seed=s, bank=bank) for s in range(10)]
+    for basis in ("all", "z", "x"):
+        errors = sum(sifted_errors(r)[basis][0] * sifted_errors(r)[basis][1] for r in runs)
+        bits = sum(sifted_errors(r)[basis][1] for r in runs)
+        assert abs(errors / bits - expected[basis]) <= sigma_bound(expected[basis], bits), basis
+    assert 1 < bank.jobs < 10 * (2 if eve_fraction else 1)  # refills, but fewer than one job per session
+
+
+def test_bank_hands_out_each_outcome_once():
+    """Served plus left in the pools equals what Aer simulated, class by class."""
+    bank = quantum.ShotBank(seed=1, refill_outcomes=1000)
+    channel = ch.build("ideal", depolarizing=0.1)
+    rng = np.random.default_rng(0)
+    served = np.zeros((8, 2), dtype=np.int64)
+    for size in (10, 999, 1, 2500, 0, 700):
+        sizes = np.full(8, size)
+        sizes[3] = 0  # a class nobody asks for still fills with every refill
+        kept = bank.take(quantum.BB84_CHANNEL, channel.noise_model(), sizes, rng)
+        assert np.array_equal(kept.sum(axis=1), sizes)
+        served += kept
+    (_, pool), = bank._pools.values()
+    assert (pool >= 0).all()
+    assert bank.outcomes_simulated == int((served + pool).sum())
+    assert bank.outcomes_served == int(served.sum())
+    assert np.ptp((served + pool).sum(axis=1)) == 0  # every class got the same refills
+    # depolarizing 0.1 flips a Z-basis |0> (class 0) with probability 0.05
+    assert abs(served[0, 1] / served[0].sum() - 0.05) <= sigma_bound(0.05, int(served[0].sum()))
+
+
+def test_bank_is_deterministic_and_keeps_noise_models_apart():
+    def run(bank):
+        return [
+            prepare_and_measure(3_000, ch.build("ideal", depolarizing=p), seed=s, bank=bank).bob_bits
+            for s, p in enumerate((0.0, 0.3, 0.0, 0.3))
+        ]
+
+    first, second = run(quantum.ShotBank(seed=9)), run(quantum.ShotBank(seed=9))
+    assert all(np.array_equal(a, b) for a, b in zip(first, second, strict=True))
+    bank = quantum.ShotBank(seed=9)
+    noiseless = prepare_and_measure(3_000, ch.ideal(), seed=3, bank=bank)
+    prepare_and_measure(3_000, ch.build("ideal", depolarizing=0.3), seed=4, bank=bank)
+    alice, bob, _ = sift(noiseless, ClassicalChannel())
+    assert np.array_equal(alice, bob)  # the noisy pool never leaks into the noiseless one
+    assert len(bank._pools) == 2
+    with pytest.raises(ValueError):
+        quantum.ShotBank(refill_outcomes=0)

@@ -513,3 +513,27 @@ def test_wire_parser_agrees_with_the_reader_on_good_and_damaged_messages() -> No
             assert exc.reason == "malformed"
             continue
         assert reference is not None and parsed.header.encoded == reference.encoded  # (NaN != NaN)
+
+
+@pytest.mark.parametrize("block", [7, 1 << 14])
+def test_block_draws_fade_and_back_off_with_the_model_distributions(block: int) -> None:
+    """The channel's block-drawn gains give the Gamma tail per distance, across block ends."""
+    from vehicles.radio import BlockDraws, reception_probability
+
+    draws = BlockDraws(np.random.default_rng(11), DEFAULT, block=block)
+    distance = np.array([30.0, 79.0, 81.0, 300.0, 520.0])  # both sides of the m switch at 80 m
+    mean = mean_rx_power_dbm(distance, DEFAULT)
+    frames = 4000
+    decoded = np.zeros(distance.size)
+    for _ in range(frames):
+        power = draws.faded_dbm(mean, distance)
+        decoded += power >= DEFAULT.sensitivity_dbm
+    expected = reception_probability(distance, DEFAULT)
+    for observed, p in zip(decoded / frames, expected, strict=True):
+        assert abs(observed - p) <= 5 * math.sqrt(max(p * (1 - p), 1e-9) / frames)
+    slots = np.array([draws.backoff_slots() for _ in range(20_000)])
+    counts = np.bincount(slots, minlength=DEFAULT.cw_min + 1)
+    assert slots.min() == 0 and slots.max() == DEFAULT.cw_min
+    cells = DEFAULT.cw_min + 1
+    chi2 = float(((counts - 20_000 / cells) ** 2 / (20_000 / cells)).sum())
+    assert chi2 < cells + 6 * math.sqrt(2 * cells)  # far beyond chance for a non-uniform draw

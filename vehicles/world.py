@@ -38,6 +38,7 @@ from ledger.client import KeyLedgerClient
 from ledger.errors import LedgerError
 from ledger.view import LedgerView
 from qkd.channel import build as build_qkd_channel
+from qkd.quantum import ShotBank
 from qkd.session import SessionConfig, run_session
 
 from . import crypto, radio
@@ -156,6 +157,11 @@ class World:
         self.setup_s = 0.0
         self.run_s = 0.0
         self.qkd_wall_s = 0.0  # wall time inside QKD sessions (the engine's, not simulated)
+        # All RSUs' sessions share Aer jobs: one job serves many sessions of a few thousand
+        # detected signals each (its fixed cost was most of a session's quantum stage).
+        self.shot_bank = ShotBank(seed=scenario.seed + 2)
+        self._payload_block = b""
+        self._payload_at = 0
         self.ledger_setup_s = 0.0
         self.revoked_at: float | None = None
         self.decryptor = crypto.Decryptor()
@@ -354,8 +360,19 @@ class World:
             yield self.env.timeout(interval)
 
     # ------------------------------------------------------------------ sending
+    def _payload(self) -> bytes:
+        """Random application bytes, cut from a 64 KiB block (one ``rng.bytes`` call per
+        frame cost more than the AES-GCM encryption of the frame)."""
+        size = self.scenario.traffic.payload_bytes
+        at = self._payload_at
+        if at + size > len(self._payload_block):
+            self._payload_block = self.rng.bytes(max(1 << 16, size))
+            at = 0
+        self._payload_at = at + size
+        return self._payload_block[at : at + size]
+
     def _seal(self, state: VehicleState) -> crypto.Sealed | None:
-        payload = self.rng.bytes(self.scenario.traffic.payload_bytes)
+        payload = self._payload()
         try:
             sealed = state.cipher.encrypt(payload, state.pool, self.env.now)
         except crypto.PoolExhausted:
@@ -635,7 +652,8 @@ class World:
         result = run_session(
             SessionConfig(
                 channel=link, signals=keys.qkd_signals, seed=seed, reconciliation=keys.reconciliation
-            )
+            ),
+            bank=self.shot_bank,
         )
         self.qkd_wall_s += time.perf_counter() - started
         yield self.env.timeout(keys.qkd_signals / keys.source_rate_hz)
