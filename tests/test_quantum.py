@@ -230,7 +230,9 @@ def test_bank_served_sessions_have_the_right_qber(channel, eve_fraction, expecte
     """Many small sessions from one bank whose refills are smaller than some requests:
     the pooled QBER per basis is what the channel gives."""
     bank = quantum.ShotBank(seed=5, refill_outcomes=1500)
-    runs = [prepare_and_measure(4_000, channel, eve_fraction=eve_fraction, seed=s, bank=bank) for s in range(10)]
+    runs = [
+        prepare_and_measure(4_000, channel, eve_fraction=eve_fraction, seed=s, bank=bank) for s in range(10)
+    ]
     for basis in ("all", "z", "x"):
         errors = sum(sifted_errors(r)[basis][0] * sifted_errors(r)[basis][1] for r in runs)
         bits = sum(sifted_errors(r)[basis][1] for r in runs)
@@ -250,7 +252,7 @@ def test_bank_hands_out_each_outcome_once():
         kept = bank.take(quantum.BB84_CHANNEL, channel.noise_model(), sizes, rng)
         assert np.array_equal(kept.sum(axis=1), sizes)
         served += kept
-    (_, pool), = bank._pools.values()
+    ((_, pool),) = bank._pools.values()
     assert (pool >= 0).all()
     assert bank.outcomes_simulated == int((served + pool).sum())
     assert bank.outcomes_served == int(served.sum())
