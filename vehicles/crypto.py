@@ -28,6 +28,7 @@ Key material never appears in a repr: pools, slices and ciphers print ids and co
 
 from __future__ import annotations
 
+import functools
 import hmac
 import math
 import struct
@@ -332,8 +333,12 @@ _EPOCH = struct.Struct(">IH")  # epoch, number of pad segments
 _SEGMENT = struct.Struct(">QI")
 
 
+@functools.lru_cache(maxsize=1 << 14)
 def _text_field(text: str) -> bytes:
-    """An identifier on the wire: one length byte, then its UTF-8 bytes."""
+    """An identifier on the wire: one length byte, then its UTF-8 bytes.
+
+    Cached: a run encodes the same few hundred sender names and key ids in every header
+    it seals and parses (2-3 us each time otherwise)."""
     raw = text.encode("utf-8")
     if len(raw) > 255:
         raise ValueError(f"identifier longer than 255 bytes: {text[:40]!r}...")

@@ -163,6 +163,8 @@ class World:
         self._payload_block = b""
         self._payload_at = 0
         self.ledger_setup_s = 0.0
+        # (simulated s, wall s into the run) at every progress step
+        self.wall_clock: list[tuple[float, float]] = []
         self.revoked_at: float | None = None
         self.decryptor = crypto.Decryptor()
         self._message_ids = 0
@@ -268,9 +270,11 @@ class World:
         duration = self.scenario.duration_s
         step = max(duration / 100, STEP_S)
         t = 0.0
+        self.wall_clock = [(0.0, 0.0)]
         while t < duration:
             t = min(duration, t + step)
             self.env.run(until=t)
+            self.wall_clock.append((t, time.perf_counter() - started))
             if self.progress:
                 self.progress(t / duration)
         self.run_s = time.perf_counter() - started
@@ -525,7 +529,9 @@ class World:
         self.metrics.energy_radio_j += self._radio_energy("rx", bits) * int(index.size)
         if index.size == 0:
             return False
-        if len(self._captured) < 64 and self.rng.random() < 0.01:
+        # The replay attacker keeps the first frame it hears whenever its store is empty,
+        # and 1% of the others (up to 64), so there is something to replay every second.
+        if not self._captured or (len(self._captured) < 64 and self.rng.random() < 0.01):
             self._captured.append((sealed, int(outcome.delivered[0])))
         self._receive(record, sealed, wire, slots[index], bins[index])
         return True
