@@ -29,16 +29,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import coincurve
 import requests
-from eth_abi import encode as abi_encode
 from eth_account.signers.local import LocalAccount
-from eth_utils import function_signature_to_4byte_selector
 from web3 import Web3
 
+from .chain import http_session
 from .client import KeyLedgerClient, _is_revert, _revert_data
 from .errors import BadInput, LedgerError
-from .merkle import keccak
+from .signing import FastSigner
 
 # Node limits: geth refuses JSON-RPC batches over 1,000 items and Besu over 1,024
 # (--rpc-http-max-batch-size); both accept request bodies of 5 MB by default.
@@ -47,73 +45,6 @@ MAX_BATCH_BYTES = 4 * 1024 * 1024
 SEND_RETRIES = 3
 MAX_POLL_S = 0.1  # receipt polling backs off to this while no block comes
 GAS_MARGIN = 1.25  # on top of one estimate per function: same-shaped calls cost alike
-
-
-# ---------------------------------------------------------------------------- signing
-
-
-def _rlp_length(length: int, offset: int) -> bytes:
-    if length < 56:
-        return bytes([offset + length])
-    size = length.to_bytes((length.bit_length() + 7) // 8, "big")
-    return bytes([offset + 55 + len(size)]) + size
-
-
-def _rlp(item: int | bytes | list[Any]) -> bytes:
-    """RLP of ints, byte strings and lists of them: all a transaction needs. The ``rlp``
-    package infers a sedes for every item, which costs about 0.2 ms per transaction."""
-    if isinstance(item, list):
-        payload = b"".join(_rlp(x) for x in item)
-        return _rlp_length(len(payload), 0xC0) + payload
-    if isinstance(item, int):
-        if item < 0:
-            raise ValueError("RLP integers are unsigned")
-        item = item.to_bytes((item.bit_length() + 7) // 8, "big")
-    if len(item) == 1 and item[0] < 0x80:
-        return item
-    return _rlp_length(len(item), 0x80) + item
-
-
-class FastSigner:
-    """Signs EIP-1559 and legacy (EIP-155) transactions with coincurve directly.
-
-    eth_account spends most of a signature validating and re-serializing the dict; here
-    the RLP is built from the few fields a contract call needs (value is always zero and
-    the access list empty). libsecp256k1 signs deterministically (RFC 6979) with low s,
-    so the bytes equal eth_account's for the same transaction.
-    """
-
-    def __init__(self, account: LocalAccount) -> None:
-        self.address = account.address
-        self._key = coincurve.PrivateKey(bytes(account.key))
-
-    def _sign(self, digest: bytes) -> tuple[int, int, int]:
-        signature = self._key.sign_recoverable(digest, hasher=None)
-        return signature[64], int.from_bytes(signature[:32], "big"), int.from_bytes(signature[32:64], "big")
-
-    def sign(
-        self, *, chain_id: int, nonce: int, gas: int, to: bytes, data: bytes, fees: dict[str, int]
-    ) -> tuple[bytes, bytes]:
-        """(raw transaction, transaction hash)."""
-        if "gasPrice" in fees:
-            fields: list[Any] = [nonce, fees["gasPrice"], gas, to, 0, data]
-            recovery, r, s = self._sign(keccak(_rlp([*fields, chain_id, 0, 0])))
-            raw = _rlp([*fields, recovery + 35 + 2 * chain_id, r, s])
-        else:
-            fields = [
-                chain_id,
-                nonce,
-                fees["maxPriorityFeePerGas"],
-                fees["maxFeePerGas"],
-                gas,
-                to,
-                0,
-                data,
-                [],
-            ]
-            recovery, r, s = self._sign(keccak(b"\x02" + _rlp(fields)))
-            raw = b"\x02" + _rlp([*fields, recovery, r, s])
-        return raw, keccak(raw)
 
 
 # ---------------------------------------------------------------------------- JSON-RPC
@@ -130,7 +61,7 @@ class JsonRpc:
         self._provider = w3.provider
         uri = getattr(w3.provider, "endpoint_uri", None)
         self._url = uri if isinstance(uri, str) and uri.startswith(("http://", "https://")) else None
-        self._session = requests.Session() if self._url else None
+        self._session = http_session(self._url) if self._url else None
         self._ids = itertools.count(1)
 
     @property
@@ -256,7 +187,6 @@ class TxPipeline:
         self._next_signer = itertools.cycle(range(len(self._signers)))
         self._nonces: dict[str, int] = {}
         self._gas: dict[str, int] = {}
-        self._encoders: dict[str, tuple[bytes, list[str]]] = {}
         self._rpc = JsonRpc(client.w3)
         self._to = bytes.fromhex(client.address[2:])
         self.max_in_flight = max_in_flight
@@ -313,22 +243,6 @@ class TxPipeline:
             return len(self._in_flight)
 
     # ------------------------------------------------------------------ sending
-    def _encode(self, function: str, args: Sequence[Any]) -> bytes:
-        """Selector and eth_abi encoding: web3's contract encoder costs about 3 ms a call."""
-        encoder = self._encoders.get(function)
-        if encoder is None:
-            items = [i for i in self.client.abi if i.get("type") == "function" and i["name"] == function]
-            if len(items) != 1:
-                raise BadInput(f"the contract has no single function named {function!r}")
-            types = [i["type"] for i in items[0]["inputs"]]
-            selector = function_signature_to_4byte_selector(f"{function}({','.join(types)})")
-            encoder = self._encoders[function] = (selector, types)
-        selector, types = encoder
-        try:
-            return selector + abi_encode(types, list(args))
-        except Exception as exc:
-            raise BadInput(f"{function}: arguments do not fit the contract's types: {exc}") from None
-
     def _gas_for(self, function: str, data: bytes, sender: str) -> int:
         """One estimate per function, with a margin; a revert is raised before anything is sent."""
         if function not in self._gas:
@@ -376,7 +290,7 @@ class TxPipeline:
         signed: list[tuple[str, str, int, str, bytes]] = []  # (function, sender, nonce, hash, raw)
         for function, args in part:
             signer = self._signers[next(self._next_signer)]
-            data = self._encode(function, args)
+            data = self.client.encode_call(function, args)
             gas = self._gas_for(function, data, signer.address)
             nonce = self._nonce(signer.address)
             raw, tx_hash = signer.sign(

@@ -1041,3 +1041,14 @@ def test_key_status_fast_agrees_with_key_status(chain, ledger) -> None:
     for key in [*keys, str(uuid.uuid4())]:
         assert ledger.key_status_fast(key) == ledger.key_status(key).status
     assert [ledger.key_status_fast(k) for k in keys] == ["valid", "revoked", "expired"]
+
+
+def test_arguments_that_do_not_fit_the_abi_are_refused_before_sending(ledger: KeyLedgerClient) -> None:
+    nonce = ledger.w3.eth.get_transaction_count(ledger.sender.address)
+    with pytest.raises(BadInput, match="do not fit"):
+        ledger.transact("anchorBatch", b"\x01" * 33, 1)  # bytes32 given 33 bytes
+    with pytest.raises(BadInput, match="do not fit"):
+        ledger.transact("anchorBatch", b"\x01" * 32, -1)  # a negative count
+    with pytest.raises(BadInput, match="no single function"):
+        ledger.transact("noSuchFunction")
+    assert ledger.w3.eth.get_transaction_count(ledger.sender.address) == nonce  # nothing sent

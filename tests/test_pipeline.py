@@ -23,7 +23,8 @@ from ledger.client import KeyLedgerClient
 from ledger.deployment import deploy
 from ledger.errors import BadInput, TransactionRefused
 from ledger.paths import node_binary
-from ledger.pipeline import FastSigner, TxPipeline, _rlp
+from ledger.pipeline import TxPipeline
+from ledger.signing import FastSigner, _rlp
 from ledger.view import LedgerView
 
 needs_anvil = pytest.mark.skipif(not node_binary("anvil").exists(), reason="anvil not installed (npm ci)")
