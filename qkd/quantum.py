@@ -29,7 +29,7 @@ kept as :func:`naive_prepare_and_measure` for the benchmark and as a cross-check
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -205,10 +205,17 @@ class ShotBank:
     caller keeps deterministic.
     """
 
-    def __init__(self, seed: int | None = None, refill_outcomes: int = 1 << 16) -> None:
+    def __init__(
+        self,
+        seed: int | Sequence[int] | None = None,
+        refill_outcomes: int = 1 << 16,
+        threads: int = BANK_AER_THREADS,
+    ) -> None:
+        """``threads``: Aer threads per refill; the outcomes do not depend on it (checked)."""
         if refill_outcomes < 1:
             raise ValueError(f"refill_outcomes must be >= 1, got {refill_outcomes}")
         self.refill_outcomes = int(refill_outcomes)
+        self.threads = int(threads)
         self._rng = np.random.default_rng(seed)
         # (family, id(noise model)) -> (the noise model, kept alive so its id stays unique; counts)
         self._pools: dict[tuple[ClassCircuits, int], tuple[NoiseModel | None, np.ndarray]] = {}
@@ -247,7 +254,7 @@ class ShotBank:
     ) -> None:
         shots = -(-max(self.refill_outcomes, need) // family.lanes)
         seed = int(self._rng.integers(0, 2**31 - 1))
-        pool += family.simulate(list(range(family.classes)), shots, noise_model, seed, BANK_AER_THREADS)
+        pool += family.simulate(list(range(family.classes)), shots, noise_model, seed, self.threads)
         self.jobs += 1
         self.outcomes_simulated += shots * family.lanes * family.classes
 

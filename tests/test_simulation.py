@@ -63,8 +63,10 @@ def test_summary_has_the_documented_fields(aes_run) -> None:
 
 
 def test_same_seed_gives_an_identical_summary(aes_run) -> None:
-    again, _ = run(small("aes-gcm"))
-    first, _ = aes_run
+    again, world = run(small("aes-gcm"), session_workers=2)  # QKD sessions on two worker processes
+    assert world.sessions.workers == 2
+    first, first_world = aes_run
+    assert first_world.sessions.workers == 0  # a small fleet runs its sessions in process
     strip = lambda s: {k: v for k, v in s.items() if k not in WALL_CLOCK_FIELDS}  # noqa: E731
     assert strip(first) == strip(again)
     other, _ = run(small("aes-gcm", seed=2))

@@ -29,13 +29,17 @@ def run(
     *,
     out_dir: Path | None = None,
     progress: Callable[[float], None] | None = None,
+    session_workers: int | None = None,
 ) -> tuple[dict[str, Any], World]:
-    """One run on a throw-away chain; returns the summary and the world (for tests)."""
+    """One run on a throw-away chain; returns the summary and the world (for tests).
+
+    ``session_workers``: processes for the QKD sessions (see :class:`World`); the results
+    are the same for any number."""
     started = time.perf_counter()
     chain = connect(scenario.chain, persist=False)
     try:
         client, _ = deploy(chain, save=False)
-        world = World(scenario, client, progress=progress)
+        world = World(scenario, client, progress=progress, session_workers=session_workers)
         world.run()
         summary = world.summary(wall_s=time.perf_counter() - started)
     finally:
@@ -47,7 +51,7 @@ def run(
 
 
 def _run_for_replication(scenario: Scenario) -> dict[str, Any]:
-    summary, _ = run(scenario)
+    summary, _ = run(scenario, session_workers=0)  # the replications already fill the cores
     return summary
 
 

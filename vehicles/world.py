@@ -24,6 +24,7 @@ obtains the material of a validated key id from it, as ETSI GS QKD 014 ``dec_key
 from __future__ import annotations
 
 import hashlib
+import os
 import time
 from collections import deque
 from collections.abc import Callable
@@ -38,8 +39,8 @@ from ledger.client import KeyLedgerClient
 from ledger.errors import LedgerError
 from ledger.view import LedgerView
 from qkd.channel import build as build_qkd_channel
-from qkd.quantum import ShotBank
-from qkd.session import SessionConfig, run_session
+from qkd.service import SessionService
+from qkd.session import SessionConfig
 
 from . import crypto, radio
 from .metrics import OUT_OF_RANGE, MessageRecord, Metrics
@@ -52,6 +53,8 @@ LEDGER_SYNC_S = 0.25
 POOL_SAMPLE_S = 1.0
 KEY_CHECK_S = 0.5
 KEY_RETRY_S = 1.0  # after a session that gave no key, the link gets this long to improve
+AUTO_WORKERS_FROM_VEHICLES = 100  # smaller fleets run few sessions: not worth starting workers
+AUTO_SESSION_WORKERS = 2
 ANCHOR_POLL_S = 0.05  # how often key managers check their batch's age
 CANDIDATE_MARGIN_DB = 6.0  # query radius: a fade beyond +6 dB reaches a receiver 3% of the time
 UNICAST_RETRIES = 3
@@ -94,7 +97,10 @@ class World:
         ledger: KeyLedgerClient,
         *,
         progress: Callable[[float], None] | None = None,
+        session_workers: int | None = None,
     ) -> None:
+        """``session_workers``: processes for QKD sessions (0: in this process; None: two
+        from 100 vehicles up on a machine with two cores or more). Results do not depend on it."""
         self.scenario = scenario
         self.ledger = ledger
         self.progress = progress
@@ -157,9 +163,12 @@ class World:
         self.setup_s = 0.0
         self.run_s = 0.0
         self.qkd_wall_s = 0.0  # wall time inside QKD sessions (the engine's, not simulated)
-        # All RSUs' sessions share Aer jobs: one job serves many sessions of a few thousand
-        # detected signals each (its fixed cost was most of a session's quantum stage).
-        self.shot_bank = ShotBank(seed=scenario.seed + 2)
+        # Each RSU's sessions share Aer jobs through its own shot bank (a job's fixed cost was
+        # most of a session's quantum stage), on worker processes for large fleets.
+        if session_workers is None:
+            large = scenario.vehicles >= AUTO_WORKERS_FROM_VEHICLES
+            session_workers = AUTO_SESSION_WORKERS if large and (os.cpu_count() or 1) >= 2 else 0
+        self.sessions = SessionService(seed=scenario.seed + 2, workers=session_workers)
         self._payload_block = b""
         self._payload_at = 0
         self.ledger_setup_s = 0.0
@@ -244,6 +253,14 @@ class World:
     # ------------------------------------------------------------------ processes
     def run(self) -> None:
         """Register the starting fleet on the ledger (``setup_s``), then simulate (``run_s``)."""
+        try:
+            self._run()
+        finally:
+            self.sessions.close()
+            if hasattr(self.road, "close"):
+                self.road.close()
+
+    def _run(self) -> None:
         started = time.perf_counter()
         starting = [int(v) for v in self.road.traffic.ids.tolist()]
         for vehicle_id in starting:
@@ -254,6 +271,7 @@ class World:
             )
         self._refresh_grid()
         self.view.sync()
+        self.sessions.wait_ready()
         self.setup_s = time.perf_counter() - started
         self.ledger_setup_s = self.metrics.ledger_wall_s  # the starting fleet's registrations
         started = time.perf_counter()
@@ -278,8 +296,6 @@ class World:
             if self.progress:
                 self.progress(t / duration)
         self.run_s = time.perf_counter() - started
-        if hasattr(self.road, "close"):
-            self.road.close()
 
     def traffic(self) -> Any:
         while True:
@@ -654,15 +670,16 @@ class World:
         keys = self.scenario.keys
         link = build_qkd_channel("free-space", distance_km=max(distance_m, 1.0) / 1000.0)
         seed = int(self.rng.integers(0, 2**62))
-        started = time.perf_counter()
-        result = run_session(
-            SessionConfig(
-                channel=link, signals=keys.qkd_signals, seed=seed, reconciliation=keys.reconciliation
-            ),
-            bank=self.shot_bank,
+        config = SessionConfig(
+            channel=link, signals=keys.qkd_signals, seed=seed, reconciliation=keys.reconciliation
         )
+        started = time.perf_counter()
+        pending = self.sessions.submit(index, config)  # this RSU's stream: its results keep their order
         self.qkd_wall_s += time.perf_counter() - started
         yield self.env.timeout(keys.qkd_signals / keys.source_rate_hz)
+        started = time.perf_counter()
+        result = self.sessions.result(pending)
+        self.qkd_wall_s += time.perf_counter() - started
         self.metrics.sessions += 1
         if result.aborted or not result.keys_match:
             self.metrics.sessions_aborted += 1
