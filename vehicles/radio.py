@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, fields
+from typing import Any
 
 import numpy as np
 import scipy.special
@@ -233,8 +234,7 @@ class BlockDraws:
         self._params = params
         self._block = block
         self._slots: list[int] = []
-        self._near_db = self._far_db = np.zeros(0)
-        self._near_at = self._far_at = 0
+        self._gains: dict[float, list[Any]] = {}  # Nakagami m -> [gains in dB, next unused]
 
     def backoff_slots(self) -> int:
         """Uniform 0 .. cw_min."""
@@ -254,29 +254,23 @@ class BlockDraws:
         candidates) take near-field gains instead; each variate is used at most once.
         """
         size = mean_dbm.size
-        gain = self._take_far(size).copy()
+        gain = self._take(self._params.nakagami_m_far, size).copy()
         near = distance_m < self._params.nakagami_switch_m
         near_count = int(np.count_nonzero(near))
         if near_count:
-            gain[near] = self._take_near(near_count)
+            gain[near] = self._take(self._params.nakagami_m_near, near_count)
         gain += mean_dbm
         return gain
 
-    def _take_far(self, size: int) -> np.ndarray:
-        if self._far_at + size > self._far_db.size:
-            fresh = self._gains_db(self._params.nakagami_m_far, size)
-            self._far_db = np.concatenate([self._far_db[self._far_at :], fresh])
-            self._far_at = 0
-        self._far_at += size
-        return self._far_db[self._far_at - size : self._far_at]
-
-    def _take_near(self, size: int) -> np.ndarray:
-        if self._near_at + size > self._near_db.size:
-            fresh = self._gains_db(self._params.nakagami_m_near, size)
-            self._near_db = np.concatenate([self._near_db[self._near_at :], fresh])
-            self._near_at = 0
-        self._near_at += size
-        return self._near_db[self._near_at - size : self._near_at]
+    def _take(self, m: float, size: int) -> np.ndarray:
+        """The next ``size`` gains in dB of Nakagami shape ``m`` (a fresh block when short)."""
+        buffer = self._gains.get(m)
+        if buffer is None or buffer[1] + size > buffer[0].size:
+            rest = buffer[0][buffer[1] :] if buffer is not None else np.zeros(0)
+            buffer = self._gains[m] = [np.concatenate([rest, self._gains_db(m, size)]), 0]
+        at = buffer[1]
+        buffer[1] = at + size
+        return buffer[0][at : at + size]
 
 
 def received(distance_m: np.ndarray | float, params: RadioParameters, rng: np.random.Generator) -> np.ndarray:
