@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import os
 import pickle
+import signal
 import struct
 import subprocess
 import sys
@@ -203,6 +204,8 @@ class SessionService:
 
 def _serve(seed: Sequence[int]) -> None:
     """The worker: answer (group, config) requests until stdin closes."""
+    # Ctrl-C reaches the whole process group; the parent decides, and closes our stdin.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     requests = sys.stdin.buffer
     replies = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
     sys.stdout = sys.stderr  # a stray print must not corrupt the replies
