@@ -21,6 +21,9 @@ Two measured facts shape the details (qiskit 2.6, aer 0.18, this machine):
   circuit (density-matrix method, 6 qubits): one shot yields 6 i.i.d. outcomes. To get
   exactly k outcomes from ceil(k / 6) * 6 the stage keeps a uniformly random subset
   (hypergeometric draw), which is again exact.
+* An Aer job costs 5-15 ms however few shots it has. Callers that run many short
+  sessions pass a :class:`ShotBank`, which simulates outcomes ahead in large jobs and
+  hands each session a random subset of what is left (exact by the same argument).
 
 The textbook version, one Aer circuit per qubit with Eve's measurement mid-circuit, is
 kept as :func:`naive_prepare_and_measure` for the benchmark and as a cross-check.

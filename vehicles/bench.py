@@ -72,7 +72,8 @@ def run_sim_bench(
                 # the second half alone: after the start-up burst in which every vehicle
                 # gets its first QKD key, the rate a longer run keeps up
                 "second_half_realtime_factor": round(half_sim / half_wall, 3),
-                # where the wall time of the run went: QKD sessions, ledger calls, the rest
+                # where the wall time of the run went: running or waiting for QKD sessions,
+                # ledger calls, the rest
                 # (radio, traffic, validation, decryption, SimPy)
                 "qkd_s": round(world.qkd_wall_s, 3),
                 "ledger_s": round(ledger_s, 3),

@@ -162,9 +162,9 @@ class World:
         self.revoked_vehicle: int | None = None
         self.setup_s = 0.0
         self.run_s = 0.0
-        self.qkd_wall_s = 0.0  # wall time inside QKD sessions (the engine's, not simulated)
-        # Each RSU's sessions share Aer jobs through its own shot bank (a job's fixed cost was
-        # most of a session's quantum stage), on worker processes for large fleets.
+        self.qkd_wall_s = 0.0  # wall time spent running or waiting for QKD sessions (not simulated)
+        # RSUs' sessions share Aer jobs through two shot banks (a job's fixed cost was most of
+        # a session's quantum stage), on worker processes for large fleets (qkd.service).
         if session_workers is None:
             large = scenario.vehicles >= AUTO_WORKERS_FROM_VEHICLES
             session_workers = AUTO_SESSION_WORKERS if large and (os.cpu_count() or 1) >= 2 else 0
@@ -674,7 +674,7 @@ class World:
             channel=link, signals=keys.qkd_signals, seed=seed, reconciliation=keys.reconciliation
         )
         started = time.perf_counter()
-        pending = self.sessions.submit(index, config)  # this RSU's stream: its results keep their order
+        pending = self.sessions.submit(index, config)  # runs while this process goes on, with workers
         self.qkd_wall_s += time.perf_counter() - started
         yield self.env.timeout(keys.qkd_signals / keys.source_rate_hz)
         started = time.perf_counter()
