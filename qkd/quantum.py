@@ -197,7 +197,7 @@ class ClassCircuits:
 class ShotBank:
     """Aer outcomes simulated ahead in bulk and handed out to many short sessions.
 
-    Why: an Aer job costs about 5-10 ms however few shots it has, and a simulator that runs
+    Why: an Aer job costs 5-15 ms however few shots it has, and a simulator that runs
     hundreds of sessions of a few thousand detected signals each pays that per session.
     The bank runs one job for all classes of a family under one noise model with at least
     ``refill_outcomes`` outcomes per class, keeps only the outcome counts, and gives each

@@ -189,34 +189,19 @@ def rx_power_dbm(
     mean = mean_rx_power_dbm(distance_m, params)
     if not params.nakagami:
         return mean
-    return _faded_dbm(mean, np.broadcast_to(np.asarray(distance_m, dtype=float), mean.shape), params, rng)
+    distance = np.broadcast_to(np.asarray(distance_m, dtype=float), mean.shape)
+    near = distance < params.nakagami_switch_m
+    gain = np.empty(mean.shape)  # near elements' gains drawn first, then the far ones'
+    gain[near] = _gains_db(rng, params.nakagami_m_near, int(np.count_nonzero(near)))
+    gain[~near] = _gains_db(rng, params.nakagami_m_far, int(np.count_nonzero(~near)))
+    gain += mean
+    return gain if gain.ndim else gain[()]  # a scalar distance gives a scalar
 
 
-def _faded_dbm(
-    mean_dbm: np.ndarray, distance_m: np.ndarray, params: RadioParameters, rng: np.random.Generator
-) -> np.ndarray:
-    """``mean_dbm`` plus 10 log10 of a Gamma(m, 1/m) gain per element (the caller checks ``nakagami``).
-
-    Draws the near elements' gains first, then the far ones' (in array order): two
-    scalar-shape draws are several times faster than one draw with a per-element shape.
-    """
-    near = distance_m < params.nakagami_switch_m
-    size = mean_dbm.size
-    near_count = int(np.count_nonzero(near))
-    m_near, m_far = params.nakagami_m_near, params.nakagami_m_far
-    if near_count == size:
-        gain = rng.gamma(m_near, 1.0 / m_near, size=mean_dbm.shape)
-    elif near_count == 0:
-        gain = rng.gamma(m_far, 1.0 / m_far, size=mean_dbm.shape)
-    else:
-        gain = np.empty(mean_dbm.shape)
-        gain[near] = rng.gamma(m_near, 1.0 / m_near, size=near_count)
-        gain[~near] = rng.gamma(m_far, 1.0 / m_far, size=size - near_count)
+def _gains_db(rng: np.random.Generator, m: float, size: int) -> np.ndarray:
+    """``size`` Nakagami power gains in dB: 10 log10 of Gamma(m, 1/m), unit mean."""
     with np.errstate(divide="ignore"):
-        np.log10(gain, out=gain)
-    gain *= 10.0
-    gain += mean_dbm
-    return gain if gain.ndim else gain[()]  # a scalar distance gives a scalar, as before
+        return 10.0 * np.log10(rng.gamma(m, 1.0 / m, size=size))
 
 
 class BlockDraws:
@@ -242,11 +227,6 @@ class BlockDraws:
             self._slots = self.rng.integers(0, self._params.cw_min + 1, self._block).tolist()
         return self._slots.pop()
 
-    def _gains_db(self, m: float, at_least: int) -> np.ndarray:
-        gain = self.rng.gamma(m, 1.0 / m, size=max(self._block, at_least))
-        with np.errstate(divide="ignore"):
-            return 10.0 * np.log10(gain)
-
     def faded_dbm(self, mean_dbm: np.ndarray, distance_m: np.ndarray) -> np.ndarray:
         """``mean_dbm`` plus a Nakagami gain in dB per element (m by distance, as ``nakagami_m``).
 
@@ -267,7 +247,8 @@ class BlockDraws:
         buffer = self._gains.get(m)
         if buffer is None or buffer[1] + size > buffer[0].size:
             rest = buffer[0][buffer[1] :] if buffer is not None else np.zeros(0)
-            buffer = self._gains[m] = [np.concatenate([rest, self._gains_db(m, size)]), 0]
+            fresh = _gains_db(self.rng, m, max(self._block, size))
+            buffer = self._gains[m] = [np.concatenate([rest, fresh]), 0]
         at = buffer[1]
         buffer[1] = at + size
         return buffer[0][at : at + size]
