@@ -179,7 +179,7 @@ class SessionService:
     def wait_ready(self) -> None:
         """Block until every worker has imported the engine and warmed up Aer."""
         for worker in self._workers:
-            self.result(worker.ready)
+            worker.ready.result()
 
     def submit(self, stream: int, config: SessionConfig) -> Future[SessionResult]:
         if stream < 0:
@@ -190,11 +190,6 @@ class SessionService:
             future.set_result(self._local.run(group, config))
             return future
         return self._workers[group % self.workers].submit(group, config)
-
-    @staticmethod
-    def result(future: Future[Any]) -> Any:
-        """The session's result, waiting for it if it still runs."""
-        return future.result()
 
     def close(self) -> None:
         for worker in self._workers:

@@ -27,11 +27,11 @@ def test_results_do_not_depend_on_the_number_of_workers() -> None:
         with SessionService(seed=7, workers=workers) as service:
             service.wait_ready()
             futures = [service.submit(stream, config) for stream, config in _configs()]
-            outcomes.append(_digest(service.result(f) for f in futures))
+            outcomes.append(_digest(f.result() for f in futures))
     assert outcomes[0] == outcomes[1] == outcomes[2]
     assert all(sha is not None for _, sha, _, _ in outcomes[0])  # real keys came out
     with SessionService(seed=8) as other:
-        changed = _digest(other.result(other.submit(s, c)) for s, c in _configs())
+        changed = _digest(other.submit(s, c).result() for s, c in _configs())
     assert changed != outcomes[0]  # the service seed feeds the shot banks
 
 
@@ -41,11 +41,11 @@ def test_a_session_error_in_a_worker_is_reported_and_the_worker_goes_on() -> Non
         # the worker cannot import this test module, so it cannot read the request
         broken = service.submit(0, _DefinedHere())  # type: ignore[arg-type]
         with pytest.raises(SessionServiceError, match="failed in a worker"):
-            service.result(broken)
-        assert service.result(service.submit(0, good)).keys_match
+            broken.result()
+        assert service.submit(0, good).result().keys_match
         with pytest.raises(SessionServiceError, match="cannot be sent"):
             service.submit(0, _Unpicklable())  # type: ignore[arg-type]
-        assert service.result(service.submit(1, good)).keys_match  # nothing left half-sent
+        assert service.submit(1, good).result().keys_match  # nothing left half-sent
 
 
 def test_a_dead_worker_fails_its_sessions_instead_of_hanging() -> None:
@@ -56,7 +56,7 @@ def test_a_dead_worker_fails_its_sessions_instead_of_hanging() -> None:
         worker.process.kill()
         worker.process.wait()
         with pytest.raises(SessionServiceError, match="died"):
-            service.result(service.submit(0, SessionConfig(channel=NOISY, signals=20_000, seed=1)))
+            service.submit(0, SessionConfig(channel=NOISY, signals=20_000, seed=1)).result()
     finally:
         service.close()
 

@@ -678,7 +678,7 @@ class World:
         self.qkd_wall_s += time.perf_counter() - started
         yield self.env.timeout(keys.qkd_signals / keys.source_rate_hz)
         started = time.perf_counter()
-        result = self.sessions.result(pending)
+        result = pending.result()  # waits if a worker still runs it
         self.qkd_wall_s += time.perf_counter() - started
         self.metrics.sessions += 1
         if result.aborted or not result.keys_match:
