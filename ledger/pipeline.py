@@ -22,98 +22,22 @@ gap that a later transaction would have to fill by replacing another.
 from __future__ import annotations
 
 import itertools
-import json
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import requests
 from eth_account.signers.local import LocalAccount
-from web3 import Web3
 
-from .chain import http_session
+from .chain import MAX_BATCH_ITEMS, JsonRpc
 from .client import KeyLedgerClient, _is_revert, _revert_data
 from .errors import BadInput, LedgerError
 from .signing import FastSigner
 
-# Node limits: geth refuses JSON-RPC batches over 1,000 items and Besu over 1,024
-# (--rpc-http-max-batch-size); both accept request bodies of 5 MB by default.
-MAX_BATCH_ITEMS = 1_000
-MAX_BATCH_BYTES = 4 * 1024 * 1024
 SEND_RETRIES = 3
 MAX_POLL_S = 0.1  # receipt polling backs off to this while no block comes
 GAS_MARGIN = 1.25  # on top of one estimate per function: same-shaped calls cost alike
-
-
-# ---------------------------------------------------------------------------- JSON-RPC
-
-
-class JsonRpc:
-    """Raw JSON-RPC for the hot path: one keep-alive HTTP session and real batches.
-
-    Chains without an HTTP endpoint (the embedded chain, WebSocket nodes) go through the
-    web3 provider one request at a time: same answers, no batching.
-    """
-
-    def __init__(self, w3: Web3) -> None:
-        self._provider = w3.provider
-        uri = getattr(w3.provider, "endpoint_uri", None)
-        self._url = uri if isinstance(uri, str) and uri.startswith(("http://", "https://")) else None
-        self._session = http_session(self._url) if self._url else None
-        self._ids = itertools.count(1)
-
-    @property
-    def batches(self) -> bool:
-        return self._session is not None
-
-    def call(self, method: str, params: list[Any]) -> Any:
-        reply = self.batch([(method, params)])[0]
-        if "error" in reply:
-            raise LedgerError(f"{method}: {reply['error'].get('message', reply['error'])}")
-        return reply.get("result")
-
-    def batch(self, calls: Sequence[tuple[str, list[Any]]]) -> list[dict[str, Any]]:
-        """One reply per call, in order: each has "result" or "error"."""
-        if self._session is None:
-            return [self._provider.make_request(method, params) for method, params in calls]  # type: ignore[arg-type]
-        replies: list[dict[str, Any]] = []
-        chunk: list[str] = []
-        size = 0
-        for method, params in calls:
-            item = json.dumps({"jsonrpc": "2.0", "id": next(self._ids), "method": method, "params": params})
-            if chunk and (len(chunk) >= MAX_BATCH_ITEMS or size + len(item) + 1 > MAX_BATCH_BYTES):
-                replies += self._post(chunk)
-                chunk, size = [], 0
-            chunk.append(item)
-            size += len(item) + 1
-        if chunk:
-            replies += self._post(chunk)
-        return replies
-
-    def _post(self, items: list[str]) -> list[dict[str, Any]]:
-        assert self._session is not None and self._url is not None
-        try:
-            response = self._session.post(
-                self._url,
-                data="[" + ",".join(items) + "]",
-                headers={"Content-Type": "application/json"},
-                timeout=60,
-            )
-            response.raise_for_status()
-            answer = response.json()
-        except (requests.RequestException, ValueError) as exc:
-            raise LedgerError(f"JSON-RPC batch to {self._url} failed: {exc}") from exc
-        if isinstance(answer, dict):  # a node that refuses the whole batch answers with one error
-            raise LedgerError(f"the node refused a batch of {len(items)}: {answer.get('error', answer)}")
-        by_id = {reply.get("id"): reply for reply in answer}
-        ids = [json.loads(item)["id"] for item in items]
-        return [by_id.get(i, {"error": {"message": "no reply in the batch"}}) for i in ids]
-
-    def close(self) -> None:
-        if self._session is not None:
-            self._session.close()
 
 
 def _int(value: Any) -> int:

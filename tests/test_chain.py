@@ -135,6 +135,29 @@ def test_managed_anvil_keeps_state_between_commands():
 
 
 @needs_anvil
+def test_transactions_on_a_node_price_in_one_batch_and_refusals_keep_their_error():
+    """On an HTTP node ``transact`` asks for gas and fees in one JSON-RPC batch; an
+    estimate that reverts must still come back as the contract's custom error."""
+    from ledger.errors import TransactionRefused
+
+    with connect("anvil", persist=False) as chain:
+        ledger, _ = deploy(chain, save=False)
+        posts = []
+        ledger.register_vehicle("car-1")  # opens the client's JSON-RPC session
+        rpc = ledger._local.rpc
+        original = rpc._post
+        rpc._post = lambda items: posts.append(len(items)) or original(items)
+        result = ledger.register_vehicle("car-2")
+        assert result.block_number > 0 and ledger.vehicle("car-2").registered
+        assert posts == [3]  # estimate, latest block and tip together
+        stranger = ledger.as_sender(chain.accounts[5])
+        with pytest.raises(TransactionRefused) as refused:
+            stranger.register_vehicle("car-3")
+        assert refused.value.error == "AccessControlUnauthorizedAccount"
+        assert not ledger.vehicle("car-3").registered
+
+
+@needs_anvil
 def test_websocket_url_reaches_the_same_chain():
     node = ManagedNode("anvil")
     try:
