@@ -373,6 +373,14 @@ class KeyLedgerClient:
         gas = int(self.w3.eth.estimate_gas(call))  # type: ignore[arg-type]
         return gas + gas // 5
 
+    def rpc(self) -> JsonRpc:
+        """Raw JSON-RPC to this chain with real batches where it has an HTTP endpoint (one
+        session per thread: requests' sessions are not shared between threads)."""
+        rpc = getattr(self._local, "rpc", None)
+        if rpc is None:
+            rpc = self._local.rpc = JsonRpc(self.w3)
+        return rpc
+
     def _batched_gas_and_fees(self, call: dict[str, Any]) -> tuple[int, dict[str, int]] | None:
         """Gas limit and EIP-1559 fees in one JSON-RPC batch (estimate, latest block, tip).
 
@@ -383,9 +391,7 @@ class KeyLedgerClient:
         """
         if self._eip1559 is False:
             return None
-        rpc = getattr(self._local, "rpc", None)
-        if rpc is None:
-            rpc = self._local.rpc = JsonRpc(self.w3)
+        rpc = self.rpc()
         if not rpc.batches:
             return None
         try:

@@ -328,6 +328,14 @@ class LedgerView:
         One ``eth_getLogs`` per sync when the gap is short, one per ``max_block_range``
         blocks otherwise.
         """
+        if to_block is None:
+            batched = self._head_and_logs()
+            if batched is not None:
+                head, logs = batched
+                applied = self._apply_logs(logs)
+                self.next_block = max(self.next_block, head + 1)
+                self._block_times.clear()
+                return applied
         w3 = self.client.w3
         head = int(w3.eth.block_number) - self.confirmations
         if to_block is not None:
@@ -338,20 +346,71 @@ class LedgerView:
             logs = w3.eth.get_logs(
                 {"address": self.client.address, "fromBlock": self.next_block, "toBlock": end}
             )
-            for log in sorted(logs, key=lambda entry: (int(entry["blockNumber"]), int(entry["logIndex"]))):
-                if log.get("removed"):
-                    continue
-                position = (int(log["blockNumber"]), int(log["logIndex"]))
-                if position <= self._cursor:
-                    continue  # applied before a listener interrupted the previous sync
-                decoded = self.client.log_decoder.decode(log)
-                if decoded is None:
-                    self._cursor = position  # not one of ours: nothing to apply
-                    continue
-                self.apply(ViewEvent(decoded[0], decoded[1], *position))
-                applied += 1
+            applied += self._apply_logs(logs)
             self.next_block = end + 1
             self._block_times.clear()
+        return applied
+
+    def _head_and_logs(self) -> tuple[int, list[dict[str, Any]]] | None:
+        """The head (less ``confirmations``) and the logs after ``next_block`` up to it, in
+        one JSON-RPC batch: a sync is then one round trip to a node instead of two.
+
+        The logs are asked up to "latest" in the same batch, so any from a block mined
+        after the head was read are left for the next sync. None where the node cannot
+        batch, the gap is longer than ``max_block_range`` or the answer is unexpected;
+        ``sync`` then goes block range by block range.
+        """
+        rpc = self.client.rpc()
+        if not rpc.batches:
+            return None
+        try:
+            number, found = rpc.batch(
+                [
+                    ("eth_blockNumber", []),
+                    (
+                        "eth_getLogs",
+                        [
+                            {
+                                "address": self.client.address,
+                                "fromBlock": hex(self.next_block),
+                                "toBlock": "latest",
+                            }
+                        ],
+                    ),
+                ]
+            )
+            head = int(number["result"], 16) - self.confirmations
+            if head - self.next_block + 1 > self.max_block_range:
+                return None
+            logs = [
+                {
+                    "topics": [bytes.fromhex(topic[2:]) for topic in log["topics"]],
+                    "data": bytes.fromhex(log["data"][2:]),
+                    "blockNumber": int(log["blockNumber"], 16),
+                    "logIndex": int(log["logIndex"], 16),
+                    "removed": bool(log.get("removed", False)),
+                }
+                for log in found["result"]
+            ]
+        except (LedgerError, KeyError, TypeError, ValueError):
+            return None
+        return head, [log for log in logs if log["blockNumber"] <= head]
+
+    def _apply_logs(self, logs: Iterable[Any]) -> int:
+        """Apply logs in chain order, skipping removed ones and any applied before."""
+        applied = 0
+        for log in sorted(logs, key=lambda entry: (int(entry["blockNumber"]), int(entry["logIndex"]))):
+            if log.get("removed"):
+                continue
+            position = (int(log["blockNumber"]), int(log["logIndex"]))
+            if position <= self._cursor:
+                continue  # applied before a listener interrupted the previous sync
+            decoded = self.client.log_decoder.decode(log)
+            if decoded is None:
+                self._cursor = position  # not one of ours: nothing to apply
+                continue
+            self.apply(ViewEvent(decoded[0], decoded[1], *position))
+            applied += 1
         return applied
 
     def apply(self, event: ViewEvent) -> None:

@@ -13,9 +13,11 @@ import pytest
 from conftest import record_key
 
 from ledger import ids, merkle
-from ledger.chain import Chain
+from ledger.chain import Chain, connect
 from ledger.client import KeyLedgerClient
+from ledger.deployment import deploy
 from ledger.errors import LedgerError
+from ledger.paths import node_binary
 from ledger.view import LedgerView, ViewEvent
 
 COMMIT = b"\x42" * 32
@@ -259,3 +261,32 @@ def test_decoder_matches_web3s(chain: Chain, ledger: KeyLedgerClient) -> None:
         assert ledger.decode_events([log])[0].args == decoded[1]
         names.add(decoded[0])
     assert len(names) >= 10
+
+
+@pytest.mark.skipif(not node_binary("anvil").exists(), reason="anvil not installed (npm ci)")
+def test_batched_sync_on_a_node_matches_range_by_range_sync() -> None:
+    """On an HTTP node a sync is one JSON-RPC batch (head and logs); it must build exactly
+    the state the block-range path builds, and honour ``confirmations``."""
+    with connect("anvil", persist=False) as node:
+        ledger, _ = deploy(node, save=False)
+        keys = build_history(ledger, node)
+        batched, ranged = LedgerView(ledger), LedgerView(ledger, max_block_range=3)
+        ranged._head_and_logs = lambda: None  # type: ignore[method-assign]
+        posts: list[int] = []
+        rpc = ledger.rpc()
+        original = rpc._post
+        rpc._post = lambda items: posts.append(len(items)) or original(items)  # type: ignore[method-assign]
+        assert batched.sync() == ranged.sync() > 0
+        assert posts == [2]  # head and logs in one round trip
+        assert batched.next_block == ranged.next_block == node.w3.eth.block_number + 1
+        now = node.latest_timestamp()
+        assert {k: batched.status(v, now) for k, v in keys.items()} == {
+            k: ranged.status(v, now) for k, v in keys.items()
+        }
+        assert_agrees_with_contract(batched, ledger, list(keys.values()))
+        behind = LedgerView(ledger, confirmations=1)
+        behind.sync()
+        assert behind.next_block == node.w3.eth.block_number  # the newest block waits
+        late = record_key(ledger, "car-1")
+        batched.sync()
+        assert batched.status(late, node.latest_timestamp()) == "valid"
