@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections import Counter
 
@@ -442,6 +443,30 @@ def test_transmit_links_draws_and_delivers_as_transmit_does() -> None:
     assert np.array_equal(by_ids.finish(first).delivered, by_links.finish(second).delivered)
     with pytest.raises(ValueError, match="not both"):
         by_links.transmit(1, where[1], 1.0, 300, ids[1:], where[2:], np.random.default_rng(0))
+
+
+def test_powers_drawn_ahead_are_the_frames_powers() -> None:
+    """``faded_dbm`` for many links at once, then ``transmit_links(rx_power_dbm=)``: the frame
+    keeps exactly those powers (decodable where >= sensitivity) and draws nothing more."""
+    rng = np.random.default_rng(4)
+    where = rng.uniform(0.0, 900.0, (30, 2))
+    ids = np.arange(1, 30)
+    channel = Channel(DEFAULT)
+    channel.reserve_slots(30)
+    distance = np.hypot(*(where[1:] - where[0]).T)
+    mean = mean_rx_power_dbm(distance, DEFAULT)
+    draws = np.random.default_rng(9)
+    ahead = channel.faded_dbm(mean, distance, draws)
+    assert not np.array_equal(ahead, mean)  # faded
+    state = draws.bit_generator.state
+    frame = channel.transmit_links(
+        0, 0, where[0], 0.0, 300, ids, ids, distance, mean, draws, rx_power_dbm=ahead
+    )
+    assert frame.rx_power_dbm is ahead and draws.bit_generator.state == state
+    assert np.array_equal(frame.decodable, ahead >= DEFAULT.sensitivity_dbm)
+    assert np.array_equal(channel.finish(frame).delivered, ids[ahead >= DEFAULT.sensitivity_dbm])
+    still = Channel(dataclasses.replace(DEFAULT, nakagami=False))
+    assert still.faded_dbm(mean, distance, draws) is mean
 
 
 @settings(max_examples=200, deadline=None)

@@ -34,6 +34,7 @@ LLC_SNAP_BYTES = 8
 FCS_BYTES = 4
 MAX_MSDU_BYTES = 2304
 CCA_TIME_S = 8e-6  # aCCATime at 10 MHz: a frame is sensed this long after it starts (802.11-2012 Table 18-17)
+PRUNE_SLACK = 16  # finished frames kept beyond twice the unfinished ones before a prune: prunes in bulk
 OFDM_RATES_10MHZ_BPS = (3e6, 4.5e6, 6e6, 9e6, 12e6, 18e6, 24e6, 27e6)
 
 # First-order radio energy model (Heinzelman, Chandrakasan and Balakrishnan 2000), the spec's constants.
@@ -505,9 +506,19 @@ class Delivery:
     in its ``distance_m``).
     """
 
-    delivered: np.ndarray
-    collided: np.ndarray
+    receivers: np.ndarray  # the frame's candidate receivers
     delivered_index: np.ndarray
+    _decodable_index: np.ndarray
+    _lost: np.ndarray  # per decodable receiver: lost to a collision
+
+    @property
+    def delivered(self) -> np.ndarray:
+        return self.receivers[self.delivered_index]
+
+    @property
+    def collided(self) -> np.ndarray:
+        """Computed on demand: the simulator's hot path reads only ``delivered_index``."""
+        return self.receivers[self._decodable_index[self._lost]]
 
 
 class _OnAir:
@@ -583,6 +594,7 @@ class Channel:
     @property
     def tracked_transmissions(self) -> int:
         """Frames still kept for collision checks (bounded by the frames on the air, not by history)."""
+        self._prune()
         return len(self._frames)
 
     def backoff_s(self, rng: np.random.Generator) -> float:
@@ -595,6 +607,17 @@ class Channel:
         if draws is None or draws.rng is not rng:
             draws = self._draws = BlockDraws(rng, self.params)
         return draws
+
+    def faded_dbm(self, mean_dbm: np.ndarray, distance_m: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Received power per link for one frame: the mean plus a Nakagami fade (when on).
+
+        A caller may draw many links' fades in one call, for instance every link of a
+        mobility step, and hand each frame its share (``transmit_links(rx_power_dbm=)``):
+        one draw instead of one per frame.
+        """
+        if not self.params.nakagami:
+            return mean_dbm
+        return self._draws_from(rng).faded_dbm(mean_dbm, distance_m)
 
     def airtime_s(self, payload_bytes: int) -> float:
         """:func:`airtime_s` with this channel's parameters, cached per size."""
@@ -679,10 +702,8 @@ class Channel:
         origin = np.asarray(sender_position, dtype=float).reshape(2).copy()
         distance = np.hypot(where[:, 0] - origin[0], where[:, 1] - origin[1])
         slots = self._slots(ids.tolist())
-        mean = mean_rx_power_dbm(distance, self.params)
-        return self._register(
-            sender, sender_slot, origin, start, payload_bytes, ids, slots, distance, mean, rng
-        )
+        power = self.faded_dbm(mean_rx_power_dbm(distance, self.params), distance, rng)
+        return self._register(sender, sender_slot, origin, start, payload_bytes, ids, slots, distance, power)
 
     def transmit_links(
         self,
@@ -696,13 +717,16 @@ class Channel:
         distance_m: np.ndarray,
         mean_rx_dbm: np.ndarray,
         rng: np.random.Generator,
+        rx_power_dbm: np.ndarray | None = None,
     ) -> Transmission:
         """:meth:`transmit` for a caller that knows the links already (a :class:`LinkTable` row).
 
         ``receivers`` are distinct node ids other than the sender, ``distance_m`` and
         ``mean_rx_dbm`` their link's distance and mean received power. The caller numbers
         its nodes: ``slots`` and ``sender_slot`` are each node's fixed index, below the
-        count given to :meth:`reserve_slots`. Draws fading exactly as :meth:`transmit`.
+        count given to :meth:`reserve_slots`. Draws fading exactly as :meth:`transmit`,
+        unless ``rx_power_dbm`` brings this frame's faded powers, drawn ahead by
+        :meth:`faded_dbm` (each draw serves one frame only).
         """
         self._slot_source(True)
         self._check_start(start)
@@ -710,8 +734,10 @@ class Channel:
             self.reserve_slots(sender_slot + 1)
         self._check_sender(sender, sender_slot, start)
         origin = np.array(sender_position, dtype=float).reshape(2)
+        if rx_power_dbm is None:
+            rx_power_dbm = self.faded_dbm(mean_rx_dbm, distance_m, rng)
         return self._register(
-            sender, sender_slot, origin, start, payload_bytes, receivers, slots, distance_m, mean_rx_dbm, rng
+            sender, sender_slot, origin, start, payload_bytes, receivers, slots, distance_m, rx_power_dbm
         )
 
     def _check_start(self, start: float) -> None:
@@ -732,11 +758,9 @@ class Channel:
         ids: np.ndarray,
         slots: np.ndarray,
         distance: np.ndarray,
-        mean: np.ndarray,
-        rng: np.random.Generator,
+        power: np.ndarray,
     ) -> Transmission:
         params = self.params
-        power = self._draws_from(rng).faded_dbm(mean, distance) if params.nakagami else mean
         decodable = power >= params.sensitivity_dbm
         start = float(start)
         end = start + self.airtime_s(payload_bytes)
@@ -788,12 +812,11 @@ class Channel:
                     break  # frames are kept in start order: the rest overlap or precede this one
                 late = self._on_air[other.serial]  # started at or after this frame's end: no overlap
                 later -= np.isin(air.heard, late.heard) | (air.heard == late.sender_slot)
-            lost = air.early | (later > 0)
-        self._prune()
-        kept = air.index[~lost]
-        return Delivery(
-            delivered=frame.receivers[kept], collided=frame.receivers[air.index[lost]], delivered_index=kept
-        )
+            lost = later > 0
+            lost |= air.early
+        if len(self._frames) > 2 * len(self._unfinished) + PRUNE_SLACK:
+            self._prune()
+        return Delivery(frame.receivers, air.index[~lost], air.index, lost)
 
     def _lost_with_capture(self, frame: Transmission, air: _OnAir) -> np.ndarray:
         """Pairwise: interference power summed over overlapping frames decodable at each receiver."""

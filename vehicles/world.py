@@ -336,6 +336,11 @@ class World:
         self._link_bins = self.metrics.distance_bins(table.distance_m)
         self._link_in_range = np.zeros(len(table) + 1, dtype=np.int64)
         np.cumsum(table.distance_m <= self.nominal_range_m, out=self._link_in_range[1:])
+        # Every link's fade for one frame, drawn at once: a sender's first broadcast of the
+        # step takes its row (one NumPy draw per step instead of one per frame); later
+        # frames of the step draw their own.
+        self._link_power = self.channel.faded_dbm(table.mean_rx_dbm, table.distance_m, self.rng)
+        self._link_power_unused = bytearray(b"\x01") * len(ids)
         self._links_grid = self._grid
 
     def _row(self, vehicle_id: int) -> int | None:
@@ -502,6 +507,10 @@ class World:
         distances, mean_dbm = table.distance_m[lo:hi], table.mean_rx_dbm[lo:hi]
         bins = self._link_bins[lo:hi]  # OUT_OF_RANGE beyond the nominal range
         expected = int(self._link_in_range[hi] - self._link_in_range[lo])
+        power = None
+        if destination is None and self._link_power_unused[row]:
+            self._link_power_unused[row] = 0
+            power = self._link_power[lo:hi]
         if destination is not None:
             keep = ids == destination
             ids, slots, bins = ids[keep], slots[keep], bins[keep]
@@ -533,6 +542,7 @@ class World:
             distances,
             mean_dbm,
             self.rng,
+            rx_power_dbm=power,
         )
         bits = 8 * air_bytes
         if destination is None:
