@@ -526,6 +526,18 @@ class JsonRpc:
             self._session.close()
 
 
+def raw_log(log: dict[str, Any]) -> dict[str, Any]:
+    """A log as a raw JSON-RPC answer spells it, in the types web3 gives (bytes, ints)."""
+    return {
+        "address": log["address"],
+        "topics": [bytes.fromhex(topic[2:]) for topic in log["topics"]],
+        "data": bytes.fromhex(log["data"][2:]),
+        "blockNumber": int(log["blockNumber"], 16),
+        "logIndex": int(log["logIndex"], 16),
+        "removed": bool(log.get("removed", False)),
+    }
+
+
 def _from_url(url: str, name: str | None = None, closers: list[Callable[[], None]] | None = None) -> Chain:
     closers = list(closers or [])
     if url.startswith(("ws://", "wss://")):

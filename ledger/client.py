@@ -28,7 +28,7 @@ from web3.exceptions import (
 )
 
 from . import ids
-from .chain import Chain, JsonRpc
+from .chain import Chain, JsonRpc, raw_log
 from .errors import BadInput, LedgerError, TransactionRefused
 from .signing import FastSigner
 
@@ -428,7 +428,7 @@ class KeyLedgerClient:
         else:
             gas, fees = priced
         nonce = self.nonces.allocate(acct.address)
-        raw, _ = self._signer(acct).sign(
+        raw, tx_hash = self._signer(acct).sign(
             chain_id=self.chain.chain_id,
             nonce=nonce,
             gas=gas,
@@ -436,14 +436,16 @@ class KeyLedgerClient:
             data=data,
             fees=fees,
         )
-        try:
-            tx_hash = self.chain.send_raw_transaction(raw)
-        except Exception as exc:
-            self.nonces.resync(acct.address)
-            if _is_revert(exc):
-                raise self.errors.refusal(function, _revert_data(exc)) from None
-            raise LedgerError(f"{function}: the node refused the transaction: {exc}") from exc
-        receipt = self._wait_for_receipt(function, tx_hash)
+        receipt = self._send_batched(function, acct.address, raw, tx_hash) if priced is not None else None
+        if receipt is None:
+            try:
+                tx_hash = self.chain.send_raw_transaction(raw)
+            except Exception as exc:
+                self.nonces.resync(acct.address)
+                if _is_revert(exc):
+                    raise self.errors.refusal(function, _revert_data(exc)) from None
+                raise LedgerError(f"{function}: the node refused the transaction: {exc}") from exc
+            receipt = self._wait_for_receipt(function, tx_hash)
         if receipt["status"] != 1:
             raise self._refusal_after_mining(function, call, receipt["blockNumber"])
         return TxResult(
@@ -452,6 +454,34 @@ class KeyLedgerClient:
             gas_used=int(receipt["gasUsed"]),
             events=self.decode_events(receipt["logs"]),
         )
+
+    def _send_batched(self, function: str, sender: str, raw: bytes, tx_hash: bytes) -> Any:
+        """Send and ask for the receipt in one JSON-RPC batch: an automining node answers
+        both in one round trip; otherwise the receipt is polled for. A refused send raises
+        as in ``transact`` and resyncs the sender's nonce."""
+        hash_hex = "0x" + tx_hash.hex()
+        sent, mined = self.rpc().batch(
+            [("eth_sendRawTransaction", ["0x" + raw.hex()]), ("eth_getTransactionReceipt", [hash_hex])]
+        )
+        error = sent.get("error")
+        if error is not None:
+            self.nonces.resync(sender)
+            data = error.get("data") if isinstance(error, dict) else None
+            if isinstance(data, dict):
+                data = data.get("data")
+            if isinstance(data, str) and data.startswith("0x") and len(data) > 2:
+                raise self.errors.refusal(function, bytes.fromhex(data[2:]))
+            message = error.get("message", error) if isinstance(error, dict) else error
+            raise LedgerError(f"{function}: the node refused the transaction: {message}")
+        receipt = mined.get("result")
+        if not receipt:
+            return self._wait_for_receipt(function, tx_hash)
+        return {
+            "status": int(receipt["status"], 16),
+            "blockNumber": int(receipt["blockNumber"], 16),
+            "gasUsed": int(receipt["gasUsed"], 16),
+            "logs": [raw_log(log) for log in receipt["logs"]],
+        }
 
     def _wait_for_receipt(self, function: str, tx_hash: bytes) -> Any:
         """Poll from 1 ms, doubling to 50 ms: an automining node has the receipt within a

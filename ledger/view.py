@@ -30,6 +30,7 @@ from web3 import Web3
 
 from . import ids, merkle
 from .batcher import KeyRecord
+from .chain import raw_log
 from .client import KeyLedgerClient
 from .errors import BadInput, LedgerError
 
@@ -382,16 +383,7 @@ class LedgerView:
             head = int(number["result"], 16) - self.confirmations
             if head - self.next_block + 1 > self.max_block_range:
                 return None
-            logs = [
-                {
-                    "topics": [bytes.fromhex(topic[2:]) for topic in log["topics"]],
-                    "data": bytes.fromhex(log["data"][2:]),
-                    "blockNumber": int(log["blockNumber"], 16),
-                    "logIndex": int(log["logIndex"], 16),
-                    "removed": bool(log.get("removed", False)),
-                }
-                for log in found["result"]
-            ]
+            logs = [raw_log(log) for log in found["result"]]
         except (LedgerError, KeyError, TypeError, ValueError):
             return None
         return head, [log for log in logs if log["blockNumber"] <= head]

@@ -12,7 +12,7 @@ import pytest
 from ledger import compiler
 from ledger.chain import ManagedNode, connect, embedded_journal_path, free_port, reset_embedded
 from ledger.deployment import Deployment, deploy, load_client
-from ledger.errors import BadInput, ChainUnavailable, DeploymentMissing
+from ledger.errors import BadInput, ChainUnavailable, DeploymentMissing, LedgerError
 from ledger.paths import PROJECT_ROOT, node_binary
 
 needs_anvil = pytest.mark.skipif(not node_binary("anvil").exists(), reason="anvil not installed (npm ci)")
@@ -149,7 +149,13 @@ def test_transactions_on_a_node_price_in_one_batch_and_refusals_keep_their_error
         rpc._post = lambda items: posts.append(len(items)) or original(items)
         result = ledger.register_vehicle("car-2")
         assert result.block_number > 0 and ledger.vehicle("car-2").registered
-        assert posts == [3]  # estimate, latest block and tip together
+        assert [e.name for e in result.events] == ["VehicleRegistered"]
+        assert posts == [3, 2]  # estimate, latest block and tip; then send and receipt
+        ledger.nonces._next[ledger.sender.address] = 0  # a stale nonce: the node refuses the send
+        with pytest.raises(LedgerError, match="refused the transaction"):
+            ledger.register_vehicle("car-4")
+        ledger.register_vehicle("car-4")  # the refusal resynced the nonce
+        assert ledger.vehicle("car-4").registered
         stranger = ledger.as_sender(chain.accounts[5])
         with pytest.raises(TransactionRefused) as refused:
             stranger.register_vehicle("car-3")
