@@ -280,6 +280,8 @@ def test_energy_by_hand_on_both_sides_of_d0() -> None:
     assert rx_energy_j(bits) == pytest.approx(50e-6)
     assert radio_energy_j(bits, 100.0) == pytest.approx((180e-6, 50e-6))
     assert np.allclose(tx_energy_j(bits, np.array([50.0, 100.0])), [75e-6, 180e-6])
+    for d in (0.0, 87.69, 87.7, 900.0):  # one frame's floats and the array formula agree
+        assert tx_energy_j(bits, d) == pytest.approx(tx_energy_j(np.array([bits]), np.array([d]))[0])
     with pytest.raises(ValueError, match=">= 0"):
         tx_energy_j(-1, 10.0)
 

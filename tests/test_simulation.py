@@ -251,6 +251,13 @@ def test_a_node_sends_one_frame_at_a_time_under_heavy_load() -> None:
     summary, world = run(dataclasses.replace(heavy, traffic=traffic))
     assert summary["messages_sent"] > 10 * 4 * 10  # and the channel never saw a node send two frames at once
     assert world.env.events_processed > 0
+    # CAM checks keep a 100 ms clock of their own: queueing and air time never shift it
+    gaps = []
+    for sender in {m.sender for m in world.metrics.messages}:
+        times = sorted(m.sent_at for m in world.metrics.messages if m.sender == sender and m.kind == "cam")
+        gaps += np.diff(times).tolist()
+    periods = np.asarray(gaps) / 0.1
+    assert len(gaps) > 100 and np.allclose(periods, np.round(periods), atol=1e-6) and periods.min() > 0.5
 
 
 def test_replications_run_seeds_in_parallel_with_confidence_intervals() -> None:
