@@ -381,6 +381,8 @@ class LedgerView:
                 ]
             )
             head = int(number["result"], 16) - self.confirmations
+            if head < self.next_block:
+                return head, []  # nothing new (a node may refuse logs from beyond its head)
             if head - self.next_block + 1 > self.max_block_range:
                 return None
             logs = [raw_log(log) for log in found["result"]]

@@ -277,7 +277,10 @@ def test_batched_sync_on_a_node_matches_range_by_range_sync() -> None:
         original = rpc._post
         rpc._post = lambda items: posts.append(len(items)) or original(items)  # type: ignore[method-assign]
         assert batched.sync() == ranged.sync() > 0
-        assert posts == [2]  # head and logs in one round trip
+        w3, ledger.w3 = ledger.w3, None  # any call through web3 would now fail
+        assert batched.sync() == 0  # nothing new: still one round trip, none through web3
+        ledger.w3 = w3
+        assert posts == [2, 2]  # head and logs in one round trip
         assert batched.next_block == ranged.next_block == node.w3.eth.block_number + 1
         now = node.latest_timestamp()
         assert {k: batched.status(v, now) for k, v in keys.items()} == {
