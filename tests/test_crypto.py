@@ -455,3 +455,36 @@ def test_one_time_mac_is_the_documented_polynomial(header: bytes, body: bytes, r
     )
     tag = crypto._one_time_mac(r, s % crypto.MAC_PRIME, header, body)
     assert tag == ((expected + s) % crypto.MAC_PRIME).to_bytes(16, "big")
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    otp=st.booleans(),
+    sender=st.text(min_size=1, max_size=40),
+    seq=st.integers(0, 2**64 - 1),
+    timestamp=st.floats(allow_nan=True, allow_infinity=True),
+    key_id=st.text(max_size=40),
+    epoch=st.integers(0, 2**32 - 1),
+    segments=st.lists(
+        st.tuples(st.text(min_size=1, max_size=20), st.integers(0, 2**64 - 1), st.integers(0, 2**32 - 1)),
+        min_size=1,
+        max_size=4,
+    ),
+)
+def test_every_header_round_trips_through_its_wire_bytes(
+    otp: bool, sender: str, seq: int, timestamp: float, key_id: str, epoch: int, segments: list
+) -> None:
+    """Any header (odd Unicode, NaN times, full-range counters) parses back to fields whose
+    encoding is exactly the bytes received; trailing bytes are refused."""
+    if otp:
+        header = crypto.Header(
+            crypto.MODE_OTP, sender, seq, timestamp, segments=tuple(crypto.PadSegment(*s) for s in segments)
+        )
+    else:
+        header = crypto.Header(crypto.MODE_AES_GCM, sender, seq, timestamp, key_id, epoch)
+    wire = crypto.Sealed(header, b"abc", b"\x00" * crypto.TAG_BYTES).to_bytes()
+    parsed = crypto.Sealed.from_bytes(wire).header
+    fields = {f.name: getattr(parsed, f.name) for f in dataclasses.fields(parsed) if f.name != "encoded"}
+    assert parsed.encoded == crypto.Header(**fields).encoded == header.encoded
+    with pytest.raises(crypto.Rejected, match="trailing"):
+        crypto.Sealed.from_bytes(wire + b"\x00")
