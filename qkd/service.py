@@ -27,7 +27,7 @@ import struct
 import subprocess
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from typing import Any, BinaryIO
 
@@ -78,43 +78,58 @@ class _Banks:
         return run_session(config, bank=bank)
 
 
-class _Worker:
-    """The parent's end of one worker process; a reader thread resolves its futures in order."""
+class WorkerProcess:
+    """The parent's end of one ``python -m <module>`` worker (see :func:`serve`).
 
-    def __init__(self, seed: Sequence[int]) -> None:
+    Requests are pickled and answered in order; a reader thread resolves their futures.
+    A request the worker cannot handle comes back as ``error``; a dead worker fails every
+    pending request with ``error`` instead of leaving it hanging. ``ready`` is done once
+    the worker has set itself up.
+    """
+
+    def __init__(
+        self,
+        module: str,
+        args: Sequence[str] = (),
+        *,
+        error: type[Exception] = SessionServiceError,
+        what: str = "a QKD worker process",
+    ) -> None:
         # the package's parent directory first, so a source checkout works uninstalled too
         root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "qkd.service", *(str(s) for s in seed)],
+            [sys.executable, "-m", module, *args],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             env={**os.environ, "PYTHONPATH": path},
         )
+        self._error = error
+        self._what = what
         self._pending: list[Future[Any]] = []  # submitted, answer not read yet (FIFO)
         self._lock = threading.Lock()
         self._failure: str | None = None
         self.ready: Future[Any] = Future()
         self._pending.append(self.ready)
-        self._reader = threading.Thread(target=self._read, name="qkd-session-worker", daemon=True)
+        self._reader = threading.Thread(target=self._read, name=module, daemon=True)
         self._reader.start()
 
-    def submit(self, group: int, config: SessionConfig) -> Future[SessionResult]:
-        future: Future[SessionResult] = Future()
+    def submit(self, request: Any) -> Future[Any]:
+        future: Future[Any] = Future()
         try:
-            frame = _frame((group, config))
+            frame = _frame(request)
         except Exception as exc:
-            raise SessionServiceError(f"a session configuration cannot be sent to a worker: {exc}") from None
+            raise self._error(f"a request cannot be sent to {self._what}: {exc}") from None
         with self._lock:
             if self._failure is not None:
-                raise SessionServiceError(self._failure)
+                raise self._error(self._failure)
             self._pending.append(future)
             try:
                 assert self.process.stdin is not None
                 _send(self.process.stdin, frame)
             except (BrokenPipeError, OSError) as exc:
                 self._pending.remove(future)
-                raise SessionServiceError(f"a QKD worker process died: {exc}") from None
+                raise self._error(f"{self._what} died: {exc}") from None
         return future
 
     def _read(self) -> None:
@@ -123,21 +138,21 @@ class _Worker:
             try:
                 ok, value = pickle.loads(_receive(self.process.stdout))
             except (EOFError, OSError, pickle.UnpicklingError) as exc:
-                self._fail(f"a QKD worker process died (exit status {self.process.poll()}): {exc}")
+                self._fail(f"{self._what} died (exit status {self.process.poll()}): {exc}")
                 return
             with self._lock:
                 future = self._pending.pop(0)
             if ok:
                 future.set_result(value)
             else:
-                future.set_exception(SessionServiceError(f"a QKD session failed in a worker: {value}"))
+                future.set_exception(self._error(f"a request failed in {self._what}: {value}"))
 
     def _fail(self, reason: str) -> None:
         with self._lock:
             self._failure = reason
             pending, self._pending = self._pending, []
         for future in pending:
-            future.set_exception(SessionServiceError(reason))
+            future.set_exception(self._error(reason))
 
     def close(self) -> None:
         if self.process.stdin is not None:
@@ -149,6 +164,32 @@ class _Worker:
             self.process.kill()
             self.process.wait()
         self._reader.join(timeout=5)
+
+
+def serve(handle: Callable[[Any], Any], warm_up: Callable[[], Any] | None = None) -> None:
+    """The worker's side of :class:`WorkerProcess`: answer requests until stdin closes.
+
+    ``warm_up`` runs before the worker reports ready; an exception from ``handle`` is
+    reported to the caller as a failed request, and the worker goes on.
+    """
+    # Ctrl-C reaches the whole process group; the parent decides, and closes our stdin.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    requests = sys.stdin.buffer
+    replies = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
+    sys.stdout = sys.stderr  # a stray print must not corrupt the replies
+    if warm_up is not None:
+        warm_up()
+    _send(replies, _frame((True, None)))  # ready
+    while True:
+        try:
+            message = _receive(requests)
+        except EOFError:
+            return
+        try:
+            reply = _frame((True, handle(pickle.loads(message))))
+        except Exception as exc:
+            reply = _frame((False, f"{type(exc).__name__}: {exc}"))
+        _send(replies, reply)
 
 
 class SessionService:
@@ -168,7 +209,9 @@ class SessionService:
         self.workers = int(workers)
         self.banks = int(banks)
         self._local = _Banks(self.seed, threads=BANK_AER_THREADS)
-        self._workers = [_Worker(self.seed) for _ in range(self.workers)]
+        self._workers = [
+            WorkerProcess("qkd.service", [str(s) for s in self.seed]) for _ in range(self.workers)
+        ]
 
     def __enter__(self) -> SessionService:
         return self
@@ -189,7 +232,7 @@ class SessionService:
             future: Future[SessionResult] = Future()
             future.set_result(self._local.run(group, config))
             return future
-        return self._workers[group % self.workers].submit(group, config)
+        return self._workers[group % self.workers].submit((group, config))
 
     def close(self) -> None:
         for worker in self._workers:
@@ -199,27 +242,11 @@ class SessionService:
 
 def _serve(seed: Sequence[int]) -> None:
     """The worker: answer (group, config) requests until stdin closes."""
-    # Ctrl-C reaches the whole process group; the parent decides, and closes our stdin.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    requests = sys.stdin.buffer
-    replies = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
-    sys.stdout = sys.stderr  # a stray print must not corrupt the replies
     from .quantum import simulator
 
-    simulator()  # Aer's first use costs a few hundred ms: pay it before the first session
     banks = _Banks(seed, threads=1)  # workers already fill the cores
-    _send(replies, _frame((True, None)))  # ready
-    while True:
-        try:
-            message = _receive(requests)
-        except EOFError:
-            return
-        try:
-            group, config = pickle.loads(message)
-            reply = _frame((True, banks.run(group, config)))
-        except Exception as exc:  # reported to the caller as a failed session, not a dead worker
-            reply = _frame((False, f"{type(exc).__name__}: {exc}"))
-        _send(replies, reply)
+    # Aer's first use costs a few hundred ms: paid before the first session
+    serve(lambda request: banks.run(*request), warm_up=simulator)
 
 
 if __name__ == "__main__":

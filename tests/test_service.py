@@ -40,7 +40,7 @@ def test_a_session_error_in_a_worker_is_reported_and_the_worker_goes_on() -> Non
     with SessionService(seed=1, workers=1) as service:
         # the worker cannot import this test module, so it cannot read the request
         broken = service.submit(0, _DefinedHere())  # type: ignore[arg-type]
-        with pytest.raises(SessionServiceError, match="failed in a worker"):
+        with pytest.raises(SessionServiceError, match="failed in a QKD worker"):
             broken.result()
         assert service.submit(0, good).result().keys_match
         with pytest.raises(SessionServiceError, match="cannot be sent"):

@@ -13,6 +13,7 @@ import pytest
 from vehicles import scenario as scenarios
 from vehicles.cli import main
 from vehicles.metrics import MessageRecord, Metrics, percentiles_ms
+from vehicles.reception import Reception
 from vehicles.simulate import confidence_interval, run
 from vehicles.world import LEDGER_SYNC_S
 
@@ -63,14 +64,22 @@ def test_summary_has_the_documented_fields(aes_run) -> None:
 
 
 def test_same_seed_gives_an_identical_summary(aes_run) -> None:
-    again, world = run(small("aes-gcm"), session_workers=2)  # QKD sessions on two worker processes
-    assert world.sessions.workers == 2
+    # QKD sessions on two worker processes, received frames opened on another, a step behind
+    again, world = run(small("aes-gcm"), session_workers=2, reception_worker=True)
+    assert world.sessions.workers == 2 and world.reception.worker
     first, first_world = aes_run
-    assert first_world.sessions.workers == 0  # a small fleet runs its sessions in process
+    assert first_world.sessions.workers == 0 and not first_world.reception.worker  # small fleets: in process
+    assert first["rejected"]["replay"] > 0 and first["rejected"]["revoked"] > 0
     strip = lambda s: {k: v for k, v in s.items() if k not in WALL_CLOCK_FIELDS}  # noqa: E731
     assert strip(first) == strip(again)
     other, _ = run(small("aes-gcm", seed=2))
     assert strip(other) != strip(first)
+
+
+def test_otp_verdicts_opened_on_a_worker_match_in_process(otp_run) -> None:
+    summary, _ = run(small("otp"), reception_worker=True)
+    strip = lambda s: {k: v for k, v in s.items() if k not in WALL_CLOCK_FIELDS}  # noqa: E731
+    assert strip(summary) == strip(otp_run[0]) and summary["messages_delivered"] > 0
 
 
 def test_otp_never_reuses_a_pad_bit(otp_run) -> None:
@@ -101,9 +110,17 @@ def test_tampered_message_is_rejected(aes_run) -> None:
     sealed = vehicle.cipher.encrypt(b"brake warning", vehicle.pool, world.env.now)
     wire = bytearray(sealed.to_bytes())
     wire[-20] ^= 0x01  # one bit of the ciphertext
-    assert world._validate_and_open(sealed, bytes(wire)) == "tampered"
-    assert world._validate_and_open(sealed, sealed.to_bytes()) == "ok"  # the genuine frame still opens
-    assert world._validate_and_open(sealed, sealed.to_bytes()) == "replay"  # but only once
+    assert world._validate(sealed) == "ok"  # its key is valid on the ledger
+    for worker in (False, True):  # opened here, and on a worker given the key relay's keys
+        with Reception(worker=worker) as reception:
+            for key_id, material in world.key_store.items():
+                reception.add_key(key_id, material)
+            verdicts: list[str] = []
+            for frame in (bytes(wire), sealed.to_bytes(), sealed.to_bytes()):
+                reception.open(frame, verdicts.append)
+            reception.settle()
+        # the genuine frame still opens, but only once
+        assert verdicts == ["tampered", "ok", "replay"], worker
 
 
 def test_revoked_vehicle_is_accepted_before_and_rejected_after(aes_run) -> None:

@@ -85,7 +85,8 @@ class Metrics:
     rejections: Counter[str] = field(default_factory=Counter)
     drops: Counter[str] = field(default_factory=Counter)  # sender-side: no key, pool empty
     energy_radio_j: float = 0.0
-    energy_crypto_j: float = 0.0
+    energy_crypto_j: float = 0.0  # senders' protection, summed frame by frame
+    energy_opening_j: float = 0.0  # receivers' opening, from one sum of bytes (set at the end)
     delivered_payload_bits: int = 0
     air_bytes: int = 0
     payload_bytes: int = 0
@@ -181,8 +182,8 @@ class Metrics:
             else None,
             "energy_j": {
                 "radio": self.energy_radio_j,
-                "crypto": self.energy_crypto_j,
-                "total": self.energy_radio_j + self.energy_crypto_j,
+                "crypto": self.energy_crypto_j + self.energy_opening_j,
+                "total": self.energy_radio_j + self.energy_crypto_j + self.energy_opening_j,
             },
             "keys": {
                 "sessions": self.sessions,

@@ -30,16 +30,23 @@ def run(
     out_dir: Path | None = None,
     progress: Callable[[float], None] | None = None,
     session_workers: int | None = None,
+    reception_worker: bool | None = None,
 ) -> tuple[dict[str, Any], World]:
     """One run on a throw-away chain; returns the summary and the world (for tests).
 
-    ``session_workers``: processes for the QKD sessions (see :class:`World`); the results
-    are the same for any number."""
+    ``session_workers``, ``reception_worker``: processes for the QKD sessions and for
+    opening received frames (see :class:`World`); the results are the same either way."""
     started = time.perf_counter()
     chain = connect(scenario.chain, persist=False)
     try:
         client, _ = deploy(chain, save=False)
-        world = World(scenario, client, progress=progress, session_workers=session_workers)
+        world = World(
+            scenario,
+            client,
+            progress=progress,
+            session_workers=session_workers,
+            reception_worker=reception_worker,
+        )
         world.run()
         summary = world.summary(wall_s=time.perf_counter() - started)
     finally:
@@ -51,7 +58,7 @@ def run(
 
 
 def _run_for_replication(scenario: Scenario) -> dict[str, Any]:
-    summary, _ = run(scenario, session_workers=0)  # the replications already fill the cores
+    summary, _ = run(scenario, session_workers=0, reception_worker=False)  # replications fill the cores
     return summary
 
 

@@ -45,6 +45,7 @@ from qkd.session import SessionConfig
 from . import crypto, radio
 from .metrics import OUT_OF_RANGE, MessageRecord, Metrics
 from .mobility import build_road
+from .reception import Reception
 from .scenario import Scenario
 
 STEP_S = 0.1
@@ -98,9 +99,12 @@ class World:
         *,
         progress: Callable[[float], None] | None = None,
         session_workers: int | None = None,
+        reception_worker: bool | None = None,
     ) -> None:
         """``session_workers``: processes for QKD sessions (0: in this process; None: two
-        from 100 vehicles up on a machine with two cores or more). Results do not depend on it."""
+        from 100 vehicles up on a machine with two cores or more). ``reception_worker``:
+        open received frames on a worker process (None: on the same terms). Results
+        depend on neither."""
         self.scenario = scenario
         self.ledger = ledger
         self.progress = progress
@@ -165,23 +169,26 @@ class World:
         self.qkd_wall_s = 0.0  # wall time spent running or waiting for QKD sessions (not simulated)
         # RSUs' sessions share Aer jobs through two shot banks (a job's fixed cost was most of
         # a session's quantum stage), on worker processes for large fleets (qkd.service).
+        large = scenario.vehicles >= AUTO_WORKERS_FROM_VEHICLES and (os.cpu_count() or 1) >= 2
         if session_workers is None:
-            large = scenario.vehicles >= AUTO_WORKERS_FROM_VEHICLES
-            session_workers = AUTO_SESSION_WORKERS if large and (os.cpu_count() or 1) >= 2 else 0
+            session_workers = AUTO_SESSION_WORKERS if large else 0
         self.sessions = SessionService(seed=scenario.seed + 2, workers=session_workers)
+        # Frames are validated on the ledger view at reception, then parsed and opened by
+        # ``reception`` (on a worker, a step behind, for large fleets: see vehicles.reception).
+        self.reception = Reception(worker=large if reception_worker is None else reception_worker)
         self._payload_block = b""
         self._payload_at = 0
         self.ledger_setup_s = 0.0
         # (simulated s, wall s into the run) at every progress step
         self.wall_clock: list[tuple[float, float]] = []
         self.revoked_at: float | None = None
-        self.decryptor = crypto.Decryptor()
         self._message_ids = 0
         self._grid: radio.SpatialGrid | None = None
         self._grid_ids = np.zeros(0, dtype=np.int64)
         self._grid_positions = np.zeros((0, 2))
         self._rsu_busy = [simpy.Resource(self.env, capacity=1) for _ in range(scenario.rsus)]
         self.replays_injected = 0
+        self.bytes_opened = 0  # ciphertext bytes opened, times the receivers that kept them
         self._captured: list[tuple[crypto.Sealed, int]] = []
         # Frame path (see _build_links, _row): per-step links and rows, cached energies.
         self._links_grid: radio.SpatialGrid | None = None
@@ -257,6 +264,7 @@ class World:
             self._run()
         finally:
             self.sessions.close()
+            self.reception.close()
             if hasattr(self.road, "close"):
                 self.road.close()
 
@@ -272,6 +280,7 @@ class World:
         self._refresh_grid()
         self.view.sync()
         self.sessions.wait_ready()
+        self.reception.wait_ready()
         self.setup_s = time.perf_counter() - started
         self.ledger_setup_s = self.metrics.ledger_wall_s  # the starting fleet's registrations
         started = time.perf_counter()
@@ -295,11 +304,13 @@ class World:
             self.wall_clock.append((t, time.perf_counter() - started))
             if self.progress:
                 self.progress(t / duration)
+        self.reception.settle()  # the last frames' verdicts
         self.run_s = time.perf_counter() - started
 
     def traffic(self) -> Any:
         while True:
             yield self.env.timeout(STEP_S)
+            self.reception.flush()  # this step's frames to the worker, the step before's verdicts in
             events = self.road.step(STEP_S)
             for vehicle_id in events.exited.tolist():
                 state = self.vehicles.get(int(vehicle_id))
@@ -587,8 +598,25 @@ class World:
         slots: np.ndarray,
         bins: np.ndarray,
     ) -> None:
-        """The receivers (node ``slots``, PDR distance ``bins``) that decoded the frame."""
-        verdict = self._validate_and_open(sealed, wire)
+        """The receivers (node ``slots``, PDR distance ``bins``) that decoded the frame:
+        ledger validation now, then the frame is opened once for all of them."""
+        reason = self._validate(sealed)
+        if reason != "ok":
+            self.metrics.rejected(record, reason, int(slots.size))
+            return
+        now = self.env.now
+        self.reception.open(wire, lambda verdict: self._opened(verdict, record, sealed, slots, bins, now))
+
+    def _opened(
+        self,
+        verdict: str,
+        record: MessageRecord,
+        sealed: crypto.Sealed,
+        slots: np.ndarray,
+        bins: np.ndarray,
+        received_at: float,
+    ) -> None:
+        """A frame's receivers once it is opened: per-receiver replay check, then delivery."""
         count = int(slots.size)
         if verdict != "ok":
             self.metrics.rejected(record, verdict, count)
@@ -598,12 +626,9 @@ class World:
         if fresh_count < count:
             self.metrics.rejected(record, "replay", count - fresh_count)
             bins = bins[fresh]
-        cipher = self.scenario.keys.cipher
-        processing = len(sealed.ciphertext) * PROCESSING_S_PER_BYTE[cipher]
-        latency = self.env.now + processing - sealed.header.timestamp
-        crypto_j = crypto.crypto_energy_j(len(sealed.ciphertext), cipher)
-        self.metrics.energy_crypto_j += crypto_j * fresh_count
-        self.metrics.delivered_binned(record, bins, latency)
+        processing = len(sealed.ciphertext) * PROCESSING_S_PER_BYTE[self.scenario.keys.cipher]
+        self.bytes_opened += len(sealed.ciphertext) * fresh_count
+        self.metrics.delivered_binned(record, bins, received_at + processing - sealed.header.timestamp)
 
     def _fresh_for(self, sender: str, seq: int, receivers: np.ndarray) -> np.ndarray:
         """Per (receiver, sender) replay check: frames of one sender arrive in order here,
@@ -623,21 +648,15 @@ class World:
         newest[slots[fresh]] = seq
         return fresh
 
-    def _validate_and_open(self, sealed: crypto.Sealed, wire: bytes) -> str:
-        """Ledger validation of every key id, then authenticated decryption: 'ok' or a reason."""
-        now = self.env.now
+    def _validate(self, sealed: crypto.Sealed) -> str:
+        """Ledger validation of every key id the frame depends on: "ok" or the reason not."""
+        now = self._chain_now(self.env.now)
         for key_id in sealed.header.key_ids:
             t0 = time.perf_counter_ns()
-            ok, reason = self.view.validate(key_id, None, self._chain_now(now))
+            ok, reason = self.view.validate(key_id, None, now)
             self.metrics.validation_ns.append(time.perf_counter_ns() - t0)
             if not ok:
                 return reason
-        try:
-            # One Decryptor opens each frame once for all its receivers (it caches the HKDF
-            # message keys); per-receiver replay state is ``_fresh_for``'s.
-            self.decryptor.open(crypto.Sealed.from_bytes(wire), self.key_store.get)
-        except crypto.Rejected as exc:
-            return exc.reason
         return "ok"
 
     def _chain_now(self, sim_now: float) -> float:
@@ -750,6 +769,7 @@ class World:
         """The key is on the ledger: into the key relay and the vehicle's pool."""
         keys = self.scenario.keys
         self.key_store[result.key_id] = result.alice_key
+        self.reception.add_key(result.key_id, result.alice_key)
         state.pool.add(result.key_id, result.alice_key, expires_at=self.env.now + keys.key_ttl_s)
         state.key_expires_at = self.env.now + keys.key_ttl_s
         self.metrics.bits_generated += result.final_key_bits
@@ -840,13 +860,22 @@ class World:
                 key_id=None,
                 expected=0,
             )
-            verdict = self._validate_and_open(sealed, sealed.to_bytes())
-            if verdict != "ok":
-                self.metrics.rejected(record, verdict)
-            elif not self._fresh_for(sealed.header.sender, sealed.header.seq, np.array([receiver]))[0]:
-                self.metrics.rejected(record, "replay")
-            else:  # never expected: a replay accepted would be a bug the tests look for
-                self.metrics.rejected(record, "replay-accepted")
+            reason = self._validate(sealed)
+            if reason != "ok":
+                self.metrics.rejected(record, reason)
+                continue
+            self.reception.open(
+                sealed.to_bytes(),
+                lambda verdict, r=record, s=sealed, to=receiver: self._replayed(verdict, r, s, to),
+            )
+
+    def _replayed(self, verdict: str, record: MessageRecord, sealed: crypto.Sealed, receiver: int) -> None:
+        if verdict != "ok":
+            self.metrics.rejected(record, verdict)
+        elif not self._fresh_for(sealed.header.sender, sealed.header.seq, np.array([receiver]))[0]:
+            self.metrics.rejected(record, "replay")
+        else:  # never expected: a replay accepted would be a bug the tests look for
+            self.metrics.rejected(record, "replay-accepted")
 
     # ------------------------------------------------------------------ results
     def key_commitment_of(self, key_id: str) -> str:
@@ -856,6 +885,8 @@ class World:
         """The ``qkdiov simulate --json`` object (../shared/spec/architecture.md field names)."""
         s = self.scenario
         self.metrics.bits_consumed = sum(v.pool.bits_consumed for v in self.vehicles.values())
+        # receivers' processing energy: one sum of bytes, the same in whatever order frames were opened
+        self.metrics.energy_opening_j = crypto.crypto_energy_j(self.bytes_opened, s.keys.cipher)
         simulated = self.metrics.summary(duration_s=s.duration_s)
         measured = self.metrics.wall_clock_summary()
         energy = simulated.pop("energy_j")

@@ -1,0 +1,61 @@
+"""Opening received frames in this process or on a worker: same verdicts, same order."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from vehicles import crypto
+from vehicles.reception import Reception, ReceptionError
+
+
+def _frames() -> tuple[dict[str, np.ndarray], list[bytes]]:
+    rng = np.random.default_rng(5)
+    pool = crypto.KeyPool("car-1")
+    key = rng.integers(0, 2, 512).astype(np.uint8)
+    pool.add("key-1", key, expires_at=100.0)
+    cipher = crypto.AesGcmCipher("car-1", rekey_messages=3)
+    wires = [cipher.encrypt(rng.bytes(40), pool, float(t)).to_bytes() for t in range(8)]
+    tampered = bytearray(wires[2])
+    tampered[-1] ^= 0x80
+    unknown = crypto.AesGcmCipher("car-2")
+    stranger = crypto.KeyPool("car-2")
+    stranger.add("key-9", key, expires_at=100.0)
+    # genuine, a replay, a tampered one, a key the relay never gave out, a cut-off frame
+    frames = [
+        *wires[:2],
+        wires[0],
+        bytes(tampered),
+        *wires[3:],
+        unknown.encrypt(b"x", stranger, 0.0).to_bytes(),
+    ]
+    return {"key-1": key}, [*frames, wires[7][:10]]
+
+
+@pytest.mark.parametrize("worker", [False, True])
+def test_verdicts_come_back_in_order_whatever_the_batches(worker: bool) -> None:
+    keys, frames = _frames()
+    expected = ["ok", "ok", "replay", "tampered", "ok", "ok", "ok", "ok", "ok", "unknown-key", "malformed"]
+    with Reception(worker=worker) as reception:
+        reception.wait_ready()
+        for key_id, material in keys.items():
+            reception.add_key(key_id, material)
+        seen: list[tuple[int, str]] = []
+        for index, frame in enumerate(frames):
+            reception.open(frame, lambda verdict, i=index: seen.append((i, verdict)))
+            if index % 3 == 2:
+                reception.flush()  # batches of three, applied one flush behind
+        if worker:
+            assert len(seen) < len(frames)  # the newest batch is still out
+        reception.settle()
+    assert seen == list(enumerate(expected))
+
+
+def test_a_dead_worker_is_an_error_not_a_hang() -> None:
+    with Reception(worker=True) as reception:
+        reception.wait_ready()
+        reception._worker.process.kill()  # type: ignore[union-attr]
+        reception._worker.process.wait()  # type: ignore[union-attr]
+        reception.open(b"frame", lambda verdict: None)
+        with pytest.raises(ReceptionError, match="reception worker died"):
+            reception.settle()
