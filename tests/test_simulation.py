@@ -250,6 +250,11 @@ def test_bad_flags_exit_2(capsys: pytest.CaptureFixture[str], argv: list[str], f
     assert fragment in err, err
 
 
+def test_bench_sim_refuses_a_bad_duration(capsys: pytest.CaptureFixture[str]) -> None:
+    code, err = _exit(capsys, "bench", "sim", "--duration", "0.5")
+    assert code == 2 and err.startswith("error:") and "--duration" in err and len(err.strip().splitlines()) == 1
+
+
 def test_bench_sim_quick_reports_its_fields(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as info:
         main(["bench", "sim", "--quick", "--json"])

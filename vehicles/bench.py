@@ -47,11 +47,15 @@ def _second_half(wall_clock: list[tuple[float, float]]) -> tuple[float, float]:
 
 
 def run_sim_bench(
-    *, chain: str = "embedded", quick: bool = False, progress: Callable[[str], None] | None = None
+    *,
+    chain: str = "embedded",
+    quick: bool = False,
+    duration_s: float = 10.0,
+    progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     say = progress or (lambda message: None)
     sizes = (20, 40) if quick else SCALING_VEHICLES
-    duration = 2.0 if quick else 10.0
+    duration = 2.0 if quick else float(duration_s)
     rows = []
     for vehicles in sizes:
         say(f"{vehicles} vehicles")

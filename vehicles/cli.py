@@ -94,13 +94,22 @@ def bench_ledger(
 @bench.command("sim")
 @ledger_cli.chain_option
 @click.option("--quick", is_flag=True, help="20 and 40 vehicles for 2 s: a smoke test, not a figure.")
+@click.option(
+    "--duration",
+    type=click.FloatRange(min=1.0, max=600.0),
+    default=10.0,
+    show_default=True,
+    help="Simulated seconds per size (longer runs show the rate after every vehicle has its first key).",
+)
 @ledger_cli.json_option
-def bench_sim(chain: str, quick: bool, as_json: bool) -> None:
+def bench_sim(chain: str, quick: bool, duration: float, as_json: bool) -> None:
     """Simulator speed: real-time factor and events/s, scaling over 100/200/500/1000 vehicles at 10 Hz."""
     from vehicles.bench import run_sim_bench
 
     with ledger_cli.err.status("measuring") as status:
-        report = run_sim_bench(chain=chain, quick=quick, progress=lambda msg: status.update(msg))
+        report = run_sim_bench(
+            chain=chain, quick=quick, duration_s=duration, progress=lambda msg: status.update(msg)
+        )
     qkd_cli.report_figures(report, as_json)
 
 
