@@ -647,7 +647,7 @@ class Channel:
         x, y = float(position[0]), float(position[1])
         idle_at = now
         on_air = self._on_air
-        for frame in self._frames:
+        for frame in self._unfinished.values():  # a finished frame ended by now: never sensed
             if frame.start + CCA_TIME_S <= now < frame.end and frame.end > idle_at:
                 sender = on_air[frame.serial]
                 if self._sensed(math.hypot(sender.x - x, sender.y - y)):
