@@ -76,6 +76,21 @@ def test_same_seed_gives_an_identical_summary(aes_run) -> None:
     assert strip(other) != strip(first)
 
 
+def test_frames_spanning_a_departure_are_accounted_in_their_own_step() -> None:
+    """A frame's receivers are numbered by the step it went on air in. Its end (in process)
+    or its verdict (on the reception worker, a step later) can come after the vehicle with
+    the highest node slot left the road (125 slots, then 124 here); both once failed."""
+    base = scenarios.load("highway")
+    leaving = scenarios.validate(
+        dataclasses.replace(base, vehicles=120, rsus=5, duration_s=3.0), origin="test"
+    )
+    on_worker, world = run(leaving, reception_worker=True)
+    in_process, _ = run(leaving, reception_worker=False)
+    assert any(not v.active for v in world.vehicles.values())
+    strip = lambda s: {k: v for k, v in s.items() if k not in WALL_CLOCK_FIELDS}  # noqa: E731
+    assert strip(on_worker) == strip(in_process)
+
+
 def test_otp_verdicts_opened_on_a_worker_match_in_process(otp_run) -> None:
     summary, _ = run(small("otp"), reception_worker=True)
     strip = lambda s: {k: v for k, v in s.items() if k not in WALL_CLOCK_FIELDS}  # noqa: E731
@@ -252,7 +267,9 @@ def test_bad_flags_exit_2(capsys: pytest.CaptureFixture[str], argv: list[str], f
 
 def test_bench_sim_refuses_a_bad_duration(capsys: pytest.CaptureFixture[str]) -> None:
     code, err = _exit(capsys, "bench", "sim", "--duration", "0.5")
-    assert code == 2 and err.startswith("error:") and "--duration" in err and len(err.strip().splitlines()) == 1
+    assert (
+        code == 2 and err.startswith("error:") and "--duration" in err and len(err.strip().splitlines()) == 1
+    )
 
 
 def test_bench_sim_quick_reports_its_fields(capsys: pytest.CaptureFixture[str]) -> None:

@@ -517,6 +517,7 @@ class World:
         count it at every receiver. Candidates are the sender's links of this step."""
         if self._links_grid is not self._grid:
             self._build_links()
+        slot_count = self._slot_count  # numbers this step's slots: the grid may change on the air
         lo, hi = self._link_bounds[row], self._link_bounds[row + 1]
         table = self._link_table
         ids, slots = self._link_ids[lo:hi], self._link_slots[lo:hi]
@@ -575,7 +576,7 @@ class World:
         # and 1% of the others (up to 64), so there is something to replay every second.
         if not self._captured or (len(self._captured) < 64 and self.rng.random() < 0.01):
             self._captured.append((sealed, int(outcome.delivered[0])))
-        self._receive(record, sealed, wire, slots[index], bins[index])
+        self._receive(record, sealed, wire, slots[index], bins[index], slot_count)
         return True
 
     def _radio_energy(self, way: str, bits: int) -> float:
@@ -597,15 +598,18 @@ class World:
         wire: bytes,
         slots: np.ndarray,
         bins: np.ndarray,
+        slot_count: int,
     ) -> None:
-        """The receivers (node ``slots``, PDR distance ``bins``) that decoded the frame:
-        ledger validation now, then the frame is opened once for all of them."""
+        """The receivers (node ``slots`` below ``slot_count``, PDR distance ``bins``) that
+        decoded the frame: ledger validation now, then the frame is opened once for all."""
         reason = self._validate(sealed)
         if reason != "ok":
             self.metrics.rejected(record, reason, int(slots.size))
             return
         now = self.env.now
-        self.reception.open(wire, lambda verdict: self._opened(verdict, record, sealed, slots, bins, now))
+        self.reception.open(
+            wire, lambda verdict: self._opened(verdict, record, sealed, slots, bins, now, slot_count)
+        )
 
     def _opened(
         self,
@@ -615,13 +619,14 @@ class World:
         slots: np.ndarray,
         bins: np.ndarray,
         received_at: float,
+        slot_count: int,
     ) -> None:
         """A frame's receivers once it is opened: per-receiver replay check, then delivery."""
         count = int(slots.size)
         if verdict != "ok":
             self.metrics.rejected(record, verdict, count)
             return
-        fresh = self._fresh_slots(sealed.header.sender, sealed.header.seq, slots, self._slot_count)
+        fresh = self._fresh_slots(sealed.header.sender, sealed.header.seq, slots, slot_count)
         fresh_count = int(np.count_nonzero(fresh))
         if fresh_count < count:
             self.metrics.rejected(record, "replay", count - fresh_count)
