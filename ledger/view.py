@@ -326,8 +326,8 @@ class LedgerView:
     def sync(self, to_block: int | None = None) -> int:
         """Apply every new event up to the head (less ``confirmations``); returns how many.
 
-        One ``eth_getLogs`` per sync when the gap is short, one per ``max_block_range``
-        blocks otherwise.
+        On an HTTP node a short gap takes one JSON-RPC batch (head and logs together);
+        otherwise one ``eth_getLogs`` per ``max_block_range`` blocks after the head.
         """
         if to_block is None:
             batched = self._head_and_logs()
