@@ -10,57 +10,23 @@ workers, including none (everything in this process). ``banks`` is part of the r
 definition; ``workers`` is not. Few groups keep the banks' refills few (each refill
 simulates 65,536 outcomes per class whether or not they are all used).
 
-A worker is ``python -m qkd.service`` speaking length-prefixed pickles over its stdin and
-stdout. Not ``multiprocessing``: its ``spawn`` start re-runs the caller's main script in
-every worker (a script without an ``if __name__ == "__main__"`` guard would start its
-simulation again), and ``fork`` copies a process whose other threads (a node's log reader,
-Aer's pools) may hold locks.
+A worker is ``python -m qkd.service`` (see :mod:`qkd.workers` for the plumbing and why
+it is not ``multiprocessing``).
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
-import pickle
-import signal
-import struct
-import subprocess
 import sys
-import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import Future
-from typing import Any, BinaryIO
 
 from .quantum import BANK_AER_THREADS, ShotBank
 from .session import SessionConfig, SessionResult, run_session
+from .workers import WorkerError, WorkerProcess, serve
 
-_LENGTH = struct.Struct(">Q")
 
-
-class SessionServiceError(RuntimeError):
+class SessionServiceError(WorkerError):
     """A worker process failed or died; the sessions it held are lost."""
-
-
-def _frame(message: Any) -> bytes:
-    payload = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
-    return _LENGTH.pack(len(payload)) + payload
-
-
-def _send(stream: BinaryIO, frame: bytes) -> None:
-    stream.write(frame)
-    stream.flush()
-
-
-def _receive(stream: BinaryIO) -> bytes:
-    """One message's pickle (unpickled by the caller, so a bad one can be answered)."""
-    header = stream.read(_LENGTH.size)
-    if len(header) < _LENGTH.size:
-        raise EOFError("the other side closed the pipe")
-    size = _LENGTH.unpack(header)[0]
-    payload = stream.read(size)
-    if len(payload) < size:
-        raise EOFError("the other side closed the pipe mid-message")
-    return payload
 
 
 class _Banks:
@@ -76,120 +42,6 @@ class _Banks:
         if bank is None:
             bank = self._banks[group] = ShotBank(seed=[*self.seed, group], threads=self.threads)
         return run_session(config, bank=bank)
-
-
-class WorkerProcess:
-    """The parent's end of one ``python -m <module>`` worker (see :func:`serve`).
-
-    Requests are pickled and answered in order; a reader thread resolves their futures.
-    A request the worker cannot handle comes back as ``error``; a dead worker fails every
-    pending request with ``error`` instead of leaving it hanging. ``ready`` is done once
-    the worker has set itself up.
-    """
-
-    def __init__(
-        self,
-        module: str,
-        args: Sequence[str] = (),
-        *,
-        error: type[Exception] = SessionServiceError,
-        what: str = "a QKD worker process",
-    ) -> None:
-        # the package's parent directory first, so a source checkout works uninstalled too
-        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", module, *args],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            env={**os.environ, "PYTHONPATH": path},
-        )
-        self._error = error
-        self._what = what
-        self._pending: list[Future[Any]] = []  # submitted, answer not read yet (FIFO)
-        self._lock = threading.Lock()
-        self._failure: str | None = None
-        self.ready: Future[Any] = Future()
-        self._pending.append(self.ready)
-        self._reader = threading.Thread(target=self._read, name=module, daemon=True)
-        self._reader.start()
-
-    def submit(self, request: Any) -> Future[Any]:
-        future: Future[Any] = Future()
-        try:
-            frame = _frame(request)
-        except Exception as exc:
-            raise self._error(f"a request cannot be sent to {self._what}: {exc}") from None
-        with self._lock:
-            if self._failure is not None:
-                raise self._error(self._failure)
-            self._pending.append(future)
-            try:
-                assert self.process.stdin is not None
-                _send(self.process.stdin, frame)
-            except (BrokenPipeError, OSError) as exc:
-                self._pending.remove(future)
-                raise self._error(f"{self._what} died: {exc}") from None
-        return future
-
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        while True:
-            try:
-                ok, value = pickle.loads(_receive(self.process.stdout))
-            except (EOFError, OSError, pickle.UnpicklingError) as exc:
-                self._fail(f"{self._what} died (exit status {self.process.poll()}): {exc}")
-                return
-            with self._lock:
-                future = self._pending.pop(0)
-            if ok:
-                future.set_result(value)
-            else:
-                future.set_exception(self._error(f"a request failed in {self._what}: {value}"))
-
-    def _fail(self, reason: str) -> None:
-        with self._lock:
-            self._failure = reason
-            pending, self._pending = self._pending, []
-        for future in pending:
-            future.set_exception(self._error(reason))
-
-    def close(self) -> None:
-        if self.process.stdin is not None:
-            with contextlib.suppress(OSError):
-                self.process.stdin.close()  # end of input: the worker exits
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        self._reader.join(timeout=5)
-
-
-def serve(handle: Callable[[Any], Any], warm_up: Callable[[], Any] | None = None) -> None:
-    """The worker's side of :class:`WorkerProcess`: answer requests until stdin closes.
-
-    ``warm_up`` runs before the worker reports ready; an exception from ``handle`` is
-    reported to the caller as a failed request, and the worker goes on.
-    """
-    # Ctrl-C reaches the whole process group; the parent decides, and closes our stdin.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    requests = sys.stdin.buffer
-    replies = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
-    sys.stdout = sys.stderr  # a stray print must not corrupt the replies
-    if warm_up is not None:
-        warm_up()
-    _send(replies, _frame((True, None)))  # ready
-    while True:
-        try:
-            message = _receive(requests)
-        except EOFError:
-            return
-        try:
-            reply = _frame((True, handle(pickle.loads(message))))
-        except Exception as exc:
-            reply = _frame((False, f"{type(exc).__name__}: {exc}"))
-        _send(replies, reply)
 
 
 class SessionService:
@@ -210,7 +62,13 @@ class SessionService:
         self.banks = int(banks)
         self._local = _Banks(self.seed, threads=BANK_AER_THREADS)
         self._workers = [
-            WorkerProcess("qkd.service", [str(s) for s in self.seed]) for _ in range(self.workers)
+            WorkerProcess(
+                "qkd.service",
+                [str(s) for s in self.seed],
+                error=SessionServiceError,
+                what="a QKD worker process",
+            )
+            for _ in range(self.workers)
         ]
 
     def __enter__(self) -> SessionService:

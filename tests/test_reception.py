@@ -59,3 +59,25 @@ def test_a_dead_worker_is_an_error_not_a_hang() -> None:
         reception.open(b"frame", lambda verdict: None)
         with pytest.raises(ReceptionError, match="reception worker died"):
             reception.settle()
+
+
+def test_a_dead_worker_ends_the_command_with_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A worker killed under the simulator (out of memory, say) is not the user's mistake:
+    exit 1 with one line, no traceback."""
+    from vehicles import simulate
+    from vehicles.cli import main
+
+    def dies(*args: object, **kwargs: object) -> None:
+        raise ReceptionError("the reception worker died (exit status -9): the other side closed the pipe")
+
+    monkeypatch.setattr(simulate, "run", dies)
+    with pytest.raises(SystemExit) as info:
+        main(["simulate", "--duration", "1"])
+    err = capsys.readouterr().err
+    assert (
+        info.value.code == 1
+        and err.startswith("error: the reception worker died")
+        and len(err.splitlines()) == 1
+    )

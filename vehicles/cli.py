@@ -15,6 +15,7 @@ from rich.table import Table
 from ledger import cli as ledger_cli
 from ledger.errors import LedgerError
 from qkd import cli as qkd_cli
+from qkd.workers import WorkerError
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -290,6 +291,9 @@ def main(argv: list[str] | None = None) -> None:
     except LedgerError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
+    except WorkerError as exc:  # a worker process died (killed, out of memory): not the user's doing
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(1)
     sys.exit(code if isinstance(code, int) else 0)
 
 

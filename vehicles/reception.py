@@ -22,14 +22,14 @@ from concurrent.futures import Future
 
 import numpy as np
 
-from qkd.service import WorkerProcess, serve
+from qkd.workers import WorkerError, WorkerProcess, serve
 
 from . import crypto
 
 Then = Callable[[str], None]
 
 
-class ReceptionError(RuntimeError):
+class ReceptionError(WorkerError):
     """The reception worker failed or died: verdicts are lost, so the run cannot go on."""
 
 
