@@ -184,15 +184,25 @@ class ErrorDecoder:
         return TransactionRefused(function, name, args, f"{function} refused: {name}: {why}")
 
 
+def _hex_revert(data: Any) -> bytes | None:
+    """Revert bytes from a JSON-RPC error's ``data`` ("0x..." or nested one level), or None."""
+    if isinstance(data, dict):  # some nodes nest it
+        data = data.get("data")
+    if isinstance(data, str) and data.startswith("0x"):
+        return bytes.fromhex(data[2:])
+    return None
+
+
 def _revert_data(exc: BaseException) -> bytes:
     """The raw revert bytes of a failed call, from web3.py's or eth-tester's exception."""
     seen: BaseException | None = exc
     while seen is not None:
         data = getattr(seen, "data", None)
-        if isinstance(data, dict):  # some nodes nest it
+        if isinstance(data, dict):  # unnested here too: the bytes check below reads it
             data = data.get("data")
-        if isinstance(data, str) and data.startswith("0x"):
-            return bytes.fromhex(data[2:])
+        reverted = _hex_revert(data)
+        if reverted is not None:
+            return reverted
         for value in (data, *getattr(seen, "args", ())):
             if isinstance(value, bytes | bytearray):
                 return bytes(value)
@@ -466,11 +476,9 @@ class KeyLedgerClient:
         error = sent.get("error")
         if error is not None:
             self.nonces.resync(sender)
-            data = error.get("data") if isinstance(error, dict) else None
-            if isinstance(data, dict):
-                data = data.get("data")
-            if isinstance(data, str) and data.startswith("0x") and len(data) > 2:
-                raise self.errors.refusal(function, bytes.fromhex(data[2:]))
+            reverted = _hex_revert(error.get("data")) if isinstance(error, dict) else None
+            if reverted:
+                raise self.errors.refusal(function, reverted)
             message = error.get("message", error) if isinstance(error, dict) else error
             raise LedgerError(f"{function}: the node refused the transaction: {message}")
         receipt = mined.get("result")
