@@ -527,8 +527,12 @@ class JsonRpc:
 
 
 def raw_log(log: dict[str, Any]) -> dict[str, Any]:
-    """A log as a raw JSON-RPC answer spells it, in the types web3 gives (bytes, ints)."""
-    return {
+    """A log as a raw JSON-RPC answer spells it, in the types web3 gives (bytes, ints).
+
+    ``blockTimestamp`` is kept where the node sends it (anvil does; the execution API
+    added it in 2025), so a reader needs no block request for the time.
+    """
+    converted = {
         "address": log["address"],
         "topics": [bytes.fromhex(topic[2:]) for topic in log["topics"]],
         "data": bytes.fromhex(log["data"][2:]),
@@ -536,6 +540,9 @@ def raw_log(log: dict[str, Any]) -> dict[str, Any]:
         "logIndex": int(log["logIndex"], 16),
         "removed": bool(log.get("removed", False)),
     }
+    if log.get("blockTimestamp"):
+        converted["blockTimestamp"] = int(log["blockTimestamp"], 16)
+    return converted
 
 
 def _from_url(url: str, name: str | None = None, closers: list[Callable[[], None]] | None = None) -> Chain:

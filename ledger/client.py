@@ -193,6 +193,22 @@ def _hex_revert(data: Any) -> bytes | None:
     return None
 
 
+def _unsupported(error: Any, method: str) -> bool:
+    """A JSON-RPC error that says the node has no such method (geth and Besu -32601,
+    Hardhat -32004, each naming the method or saying "not found")."""
+    if not isinstance(error, dict):
+        return False
+    message = str(error.get("message", "")).lower()
+    return error.get("code") in (-32601, -32004) or (
+        method.lower() in message and ("not supported" in message or "not exist" in message)
+    )
+
+
+def _sync_timed_out(error: Any) -> bool:
+    """EIP-7966: code 4, the transaction is in the pool but was not mined within the wait."""
+    return isinstance(error, dict) and error.get("code") == 4
+
+
 def _revert_data(exc: BaseException) -> bytes:
     """The raw revert bytes of a failed call, from web3.py's or eth-tester's exception."""
     seen: BaseException | None = exc
@@ -316,6 +332,7 @@ class KeyLedgerClient:
         self.errors = ErrorDecoder(abi)
         self.log_decoder = LogDecoder(abi)
         self._eip1559: bool | None = None
+        self._send_sync = True  # eth_sendRawTransactionSync (EIP-7966) until the node says it has none
         self._encoders: dict[str, tuple[bytes, list[str]]] = {}
         self._signers: dict[str, FastSigner] = {}
         self._local = threading.local()  # a JSON-RPC session per thread (requests' are not shared)
@@ -466,14 +483,31 @@ class KeyLedgerClient:
         )
 
     def _send_batched(self, function: str, sender: str, raw: bytes, tx_hash: bytes) -> Any:
-        """Send and ask for the receipt in one JSON-RPC batch: an automining node answers
-        both in one round trip; otherwise the receipt is polled for. A refused send raises
-        as in ``transact`` and resyncs the sender's nonce."""
+        """Send and get the receipt in one round trip where the node can.
+
+        ``eth_sendRawTransactionSync`` (EIP-7966; anvil has it) answers with the receipt.
+        Elsewhere the send and a receipt request go in one batch; an automining node often
+        answers the receipt before it has mined (anvil: 32 of 40 tries), so the receipt is
+        then polled for in raw JSON-RPC. A refused send raises as in ``transact`` and
+        resyncs the sender's nonce.
+        """
         hash_hex = "0x" + tx_hash.hex()
-        sent, mined = self.rpc().batch(
-            [("eth_sendRawTransaction", ["0x" + raw.hex()]), ("eth_getTransactionReceipt", [hash_hex])]
-        )
-        error = sent.get("error")
+        raw_hex = "0x" + raw.hex()
+        rpc = self.rpc()
+        receipt = None
+        error: Any = None
+        if self._send_sync:
+            (answer,) = rpc.batch([("eth_sendRawTransactionSync", [raw_hex])])
+            receipt, error = answer.get("result"), answer.get("error")
+            if error is not None and _unsupported(error, "eth_sendRawTransactionSync"):
+                self._send_sync, error = False, None
+            elif error is not None and _sync_timed_out(error):
+                error = None  # in the pool but not mined within the node's wait: poll below
+        if not self._send_sync:
+            sent, mined = rpc.batch(
+                [("eth_sendRawTransaction", [raw_hex]), ("eth_getTransactionReceipt", [hash_hex])]
+            )
+            receipt, error = mined.get("result"), sent.get("error")
         if error is not None:
             self.nonces.resync(sender)
             reverted = _hex_revert(error.get("data")) if isinstance(error, dict) else None
@@ -481,9 +515,10 @@ class KeyLedgerClient:
                 raise self.errors.refusal(function, reverted)
             message = error.get("message", error) if isinstance(error, dict) else error
             raise LedgerError(f"{function}: the node refused the transaction: {message}")
-        receipt = mined.get("result")
-        if not receipt:
-            return self._wait_for_receipt(function, tx_hash)
+        if not receipt:  # sent but not yet mined: poll in raw JSON-RPC too (web3's formatters cost more)
+            receipt = self._poll_receipt(
+                function, tx_hash, lambda: rpc.call("eth_getTransactionReceipt", [hash_hex])
+            )
         return {
             "status": int(receipt["status"], 16),
             "blockNumber": int(receipt["blockNumber"], 16),
@@ -492,15 +527,24 @@ class KeyLedgerClient:
         }
 
     def _wait_for_receipt(self, function: str, tx_hash: bytes) -> Any:
+        def fetch() -> Any:
+            try:
+                return self.w3.eth.get_transaction_receipt(tx_hash)  # type: ignore[arg-type]
+            except TransactionNotFound:
+                return None
+
+        return self._poll_receipt(function, tx_hash, fetch)
+
+    @staticmethod
+    def _poll_receipt(function: str, tx_hash: bytes, fetch: Callable[[], Any]) -> Any:
         """Poll from 1 ms, doubling to 50 ms: an automining node has the receipt within a
         millisecond or two, and a fixed 20 ms poll cost a whole interval on most transactions."""
         deadline = time.monotonic() + RECEIPT_TIMEOUT_S
         delay = 0.001
         while True:
-            try:
-                return self.w3.eth.get_transaction_receipt(tx_hash)  # type: ignore[arg-type]
-            except TransactionNotFound:
-                pass
+            receipt = fetch()
+            if receipt:
+                return receipt
             if time.monotonic() >= deadline:
                 raise LedgerError(
                     f"{function}: not mined within {RECEIPT_TIMEOUT_S} s (tx 0x{bytes(tx_hash).hex()})"

@@ -400,6 +400,10 @@ class LedgerView:
             if position <= self._cursor:
                 continue  # applied before a listener interrupted the previous sync
             decoded = self.client.log_decoder.decode(log)
+            stamp = log.get("blockTimestamp")  # the node sent the time: no block request for it
+            if stamp is not None:
+                seconds = int(stamp, 16) if isinstance(stamp, str) else int(stamp)  # raw or via web3
+                self._block_times.setdefault(position[0], seconds)
             if decoded is None:
                 self._cursor = position  # not one of ours: nothing to apply
                 continue

@@ -150,12 +150,24 @@ def test_transactions_on_a_node_price_in_one_batch_and_refusals_keep_their_error
         result = ledger.register_vehicle("car-2")
         assert result.block_number > 0 and ledger.vehicle("car-2").registered
         assert [e.name for e in result.events] == ["VehicleRegistered"]
-        assert posts == [3, 2]  # estimate, latest block and tip; then send and receipt
+        assert posts == [3, 1]  # estimate, latest block and tip; then eth_sendRawTransactionSync
         ledger.nonces._next[ledger.sender.address] = 0  # a stale nonce: the node refuses the send
         with pytest.raises(LedgerError, match="refused the transaction"):
             ledger.register_vehicle("car-4")
         ledger.register_vehicle("car-4")  # the refusal resynced the nonce
         assert ledger.vehicle("car-4").registered
+        # A node without eth_sendRawTransactionSync: send and receipt in one batch, then the
+        # receipt is polled for if the node answered it before mining.
+        ledger._send_sync = False
+        posts.clear()
+        result = ledger.register_vehicle("car-5")
+        assert posts[:2] == [3, 2] and set(posts[2:]) <= {1}
+        assert [e.name for e in result.events] == ["VehicleRegistered"] and ledger.vehicle("car-5").registered
+        ledger.nonces._next[ledger.sender.address] = 0
+        with pytest.raises(LedgerError, match="refused the transaction"):
+            ledger.register_vehicle("car-6")
+        ledger.register_vehicle("car-6")
+        assert ledger.vehicle("car-6").registered
         stranger = ledger.as_sender(chain.accounts[5])
         with pytest.raises(TransactionRefused) as refused:
             stranger.register_vehicle("car-3")

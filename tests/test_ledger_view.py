@@ -270,13 +270,21 @@ def test_batched_sync_on_a_node_matches_range_by_range_sync() -> None:
     with connect("anvil", persist=False) as node:
         ledger, _ = deploy(node, save=False)
         keys = build_history(ledger, node)
+        root = b"\x07" * 32
+        ledger.anchor_batch(root, 3)
         batched, ranged = LedgerView(ledger), LedgerView(ledger, max_block_range=3)
         ranged._head_and_logs = lambda: None  # type: ignore[method-assign]
         posts: list[int] = []
         rpc = ledger.rpc()
         original = rpc._post
         rpc._post = lambda items: posts.append(len(items)) or original(items)  # type: ignore[method-assign]
-        assert batched.sync() == ranged.sync() > 0
+        assert ranged.sync() > 0
+        w3, ledger.w3 = ledger.w3, None  # anvil's logs carry their block's time: no block request
+        assert batched.sync() == ranged.events_applied
+        ledger.w3 = w3
+        on_chain = ledger.batch(root)
+        assert batched.anchor(root) == ranged.anchor(root)
+        assert batched.anchor(root).anchored_at == on_chain["anchored_at"] > 0  # type: ignore[union-attr]
         w3, ledger.w3 = ledger.w3, None  # any call through web3 would now fail
         assert batched.sync() == 0  # nothing new: still one round trip, none through web3
         ledger.w3 = w3
