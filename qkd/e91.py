@@ -46,10 +46,10 @@ from qkd.quantum import (
     detection_announcement_bits,
     intercept_mask,
     prepare,
-    random_bits,
     run_in_chunks,
     sample_by_class,
 )
+from qkd.randomness import random_bits
 
 ALICE_ANGLES = (0.0, math.pi / 4, math.pi / 2)
 BOB_ANGLES = (math.pi / 4, math.pi / 2, 3 * math.pi / 4)
