@@ -30,7 +30,8 @@ from .keylength import (
     seed_paper_rate,
     shor_preskill_rate,
 )
-from .toeplitz import seed_length, toeplitz_hash
+from .randomness import random_bits
+from .toeplitz import seed_length, toeplitz_hashes
 from .verification import verify_keys
 
 PROTOCOLS = ("bb84", "e91")
@@ -363,9 +364,10 @@ def run_session(
         )
 
     def amplify() -> tuple[np.ndarray, np.ndarray]:
-        seed = rng.integers(0, 2, seed_length(n, length), dtype=np.uint8)
+        seed = random_bits(seed_length(n, length), rng)
         classical.send("amplification", seed.size)  # the public seed; discloses nothing about the key
-        return toeplitz_hash(alice, seed, length), toeplitz_hash(bob, seed, length)
+        alice_final, bob_final = toeplitz_hashes([alice, bob], seed, length)
+        return alice_final, bob_final
 
     alice_final, bob_final = clock.run("amplification", amplify)
     return SessionResult(

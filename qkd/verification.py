@@ -16,7 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from .classical import ClassicalChannel
-from .toeplitz import seed_length, toeplitz_hash
+from .randomness import random_bits
+from .toeplitz import seed_length, toeplitz_hashes
 
 
 @dataclass(frozen=True)
@@ -39,9 +40,10 @@ def verify_keys(
     stage: str = "verification",
 ) -> VerificationResult:
     m = hash_bits_for(eps_cor)
-    seed = rng.integers(0, 2, seed_length(alice.size, m), dtype=np.uint8)
-    alice_tag = np.packbits(toeplitz_hash(alice, seed, m)).tobytes()
-    bob_tag = np.packbits(toeplitz_hash(bob, seed, m)).tobytes()
+    seed = random_bits(seed_length(alice.size, m), rng)
+    alice_hash, bob_hash = toeplitz_hashes([alice, bob], seed, m)
+    alice_tag = np.packbits(alice_hash).tobytes()
+    bob_tag = np.packbits(bob_hash).tobytes()
     passed = hmac.compare_digest(alice_tag, bob_tag)
     # Alice sends the seed and her tag (its bits are paid for by the eps_cor term); Bob answers pass/fail.
     classical.exchange(stage, seed.size + m, 1)

@@ -7,7 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from qkd.toeplitz import seed_length, toeplitz_hash, toeplitz_matrix
+from qkd import toeplitz
+from qkd.toeplitz import seed_length, toeplitz_hash, toeplitz_hashes, toeplitz_matrix
 
 
 def _direct(bits: np.ndarray, seed: np.ndarray, m: int) -> np.ndarray:
@@ -49,3 +50,34 @@ def test_wrong_seed_length_is_refused() -> None:
 
 def test_empty_output() -> None:
     assert toeplitz_hash(np.ones(8, dtype=np.uint8), np.ones(8, dtype=np.uint8), 0).size == 0
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    n=st.integers(1, 700),
+    m=st.sampled_from([1, 7, 8, 9, 50, 63, 64, 65, 300]),
+    keys=st.integers(1, 3),
+    chunk=st.sampled_from([8, 16, 1 << 16]),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_several_keys_under_one_seed_hash_as_each_alone(
+    n: int, m: int, keys: int, chunk: int, seed: int
+) -> None:
+    """Both paths, and the row path built a few columns at a time, against the matrix."""
+    rng = np.random.default_rng(seed)
+    inputs = [rng.integers(0, 2, n, dtype=np.uint8) for _ in range(keys)]
+    key_seed = rng.integers(0, 2, seed_length(n, m), dtype=np.uint8)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(toeplitz, "_ROW_CHUNK_BYTES", chunk)
+        hashed = toeplitz_hashes(inputs, key_seed, m)
+    assert len(hashed) == keys
+    for bits, digest in zip(inputs, hashed, strict=True):
+        assert digest.dtype == np.uint8
+        assert np.array_equal(digest, _direct(bits, key_seed, m))
+
+
+def test_keys_hashed_together_must_have_one_length() -> None:
+    with pytest.raises(ValueError, match="same length"):
+        toeplitz_hashes(
+            [np.zeros(10, dtype=np.uint8), np.zeros(9, dtype=np.uint8)], np.zeros(14, np.uint8), 5
+        )
