@@ -57,6 +57,7 @@ import numpy as np
 
 from .classical import ClassicalChannel, index_bits
 from .keylength import binary_entropy
+from .randomness import random_mask
 
 METHODS = ("original", "biconf", "yanetal")
 
@@ -162,22 +163,41 @@ class _AliceParityOracle:
 
     She learns each pass's order (in reality from the seed Bob sends) and keeps a prefix
     XOR of her key in that order, so any range parity is two lookups. Her key never changes.
+
+    A BICONF pass is learnt as its subset, and its prefix is built only before the next
+    range request: most subsets are only ever asked for their parity (the last 10 rounds
+    always are), and building a prefix costs more than all the rest of such a round.
     """
 
-    def __init__(self, key: np.ndarray, channel: ClassicalChannel, stage: str) -> None:
+    def __init__(self, key: np.ndarray, channel: ClassicalChannel, stage: str, capacity: int = 4) -> None:
         self._key = key
         self._channel = channel
         self._stage = stage
-        self._prefix = np.zeros((4, key.size + 1), dtype=np.uint8)
+        self._prefix = np.zeros((max(capacity, 1), key.size + 1), dtype=np.uint8)
+        self._flat_prefix = self._prefix.reshape(-1)
+        self._subsets: dict[int, np.ndarray] = {}  # BICONF pass -> its subset (a boolean mask)
+        self._unbuilt: list[int] = []  # BICONF passes whose prefix is not built yet
         self._passes = 0
         self._position_bits = index_bits(1, key.size + 1)
         self._pass_bits = 1
 
     def learn_order(self, order: np.ndarray) -> int:
         """Register a pass's permutation; returns the pass id used in later requests."""
+        pass_id = self._new_pass()
+        np.bitwise_xor.accumulate(self._key[order], out=self._prefix[pass_id, 1:])
+        return pass_id
+
+    def learn_subset(self, subset: np.ndarray) -> int:
+        """Register a BICONF pass, whose order is the subset's members, then the other positions."""
+        pass_id = self._new_pass()
+        self._subsets[pass_id] = subset
+        self._unbuilt.append(pass_id)
+        return pass_id
+
+    def _new_pass(self) -> int:
         if self._passes == self._prefix.shape[0]:
-            self._prefix = np.concatenate([self._prefix, np.zeros_like(self._prefix)])
-        np.bitwise_xor.accumulate(self._key[order], out=self._prefix[self._passes, 1:])
+            self._prefix = _doubled(self._prefix)
+            self._flat_prefix = self._prefix.reshape(-1)
         self._passes += 1
         self._pass_bits = index_bits(1, self._passes)
         return self._passes - 1
@@ -186,10 +206,18 @@ class _AliceParityOracle:
         self, pass_id: int, starts: np.ndarray, ends: np.ndarray, *, request_bits: int
     ) -> np.ndarray:
         """Parities of the given blocks of one pass, in one reply."""
+        self._build_prefixes()
         prefix = self._prefix[pass_id]
         parities = prefix[ends] ^ prefix[starts]
         self._channel.exchange(self._stage, request_bits, parities.size, disclosed_bits=int(parities.size))
         return parities
+
+    def subset_parity(self, pass_id: int, *, request_bits: int) -> np.ndarray:
+        """Parity of a BICONF pass's subset, in one reply (a one-element array, as a block's)."""
+        # uint8 0/1 viewed as bool: the AND is the key restricted to the subset
+        ones = np.count_nonzero(np.logical_and(self._key.view(bool), self._subsets[pass_id]))
+        self._channel.exchange(self._stage, request_bits, 1, disclosed_bits=1)
+        return np.array([ones & 1], dtype=np.uint8)
 
     def pass_coordinates(self, pass_ids: np.ndarray, indices: np.ndarray) -> np.ndarray:
         """Names index ``i`` of pass ``p``'s order as ``p * (n + 1) + i``, one integer per
@@ -199,29 +227,40 @@ class _AliceParityOracle:
     def range_parities(self, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
         """Parities of ranges [start, end) given in pass coordinates, in one reply (one
         bisection level over all searches)."""
-        flat_prefix = self._prefix.reshape(-1)
-        parities = flat_prefix[ends] ^ flat_prefix[starts]
+        self._build_prefixes()
+        parities = self._flat_prefix[ends] ^ self._flat_prefix[starts]
         count = parities.size
         # Each range is named by its pass, start and end.
         request_bits = count * (2 * self._position_bits + self._pass_bits)
         self._channel.exchange(self._stage, request_bits, count, disclosed_bits=count)
         return parities
 
+    def _build_prefixes(self) -> None:
+        """The prefixes of all BICONF passes learnt since the last request that needed one."""
+        for pass_id in self._unbuilt:
+            order = _subset_order(self._subsets[pass_id])
+            np.bitwise_xor.accumulate(self._key[order], out=self._prefix[pass_id, 1:])
+        self._unbuilt.clear()
+
 
 class _CascadeBob:
     """Bob's side: owns the noisy key, opens passes, bisects odd blocks, flips bits.
 
-    Blocks of all passes live in flat arrays (global block ids), and ``_block_of[p, x]`` is
-    the global id of the block of pass ``p`` containing key position ``x``, so the cascade
-    effect of a set of flips is one scatter over all passes at once.
+    Blocks of all passes live in flat arrays (global block ids; the first ``_blocks`` entries
+    are used, the rest is spare room that stays not known and not odd), and
+    ``_block_of[p, x]`` is the global id of the block of pass ``p`` containing key position
+    ``x``, so the cascade effect of a set of flips is one scatter over all passes at once.
 
     Alice's left-half parities are remembered in ``_left_parity[p, mid]``: every range the
     bisection splits (length >= 2) has its own split point ``mid`` within a pass (the split
     points of one block's bisection tree form a binary search tree), so (pass, mid) names
     the range, and a block searched again after a cascade flip reuses what was disclosed.
+
+    Like Alice, Bob fills a BICONF pass's rows of ``_orders`` and ``_block_of`` only when
+    the next search starts (``_unbuilt``): a round whose parity agrees never searches.
     """
 
-    def __init__(self, key: np.ndarray, alice: _AliceParityOracle, capacity: int) -> None:
+    def __init__(self, key: np.ndarray, alice: _AliceParityOracle, capacity: int, blocks: int) -> None:
         n = key.size
         self.key = key
         self._n = n
@@ -231,11 +270,13 @@ class _CascadeBob:
         self._left_known = np.zeros((capacity, n + 1), dtype=bool)
         self._left_parity = np.zeros((capacity, n + 1), dtype=np.uint8)
         self._passes = 0
-        self._block_pass = np.empty(0, dtype=np.int64)
-        self._block_start = np.empty(0, dtype=np.int64)
-        self._block_end = np.empty(0, dtype=np.int64)
-        self._block_known = np.empty(0, dtype=bool)  # False: Alice never disclosed its parity
-        self._block_odd = np.empty(0, dtype=bool)  # Bob's parity differs from Alice's
+        self._unbuilt: list[tuple[int, np.ndarray, int]] = []  # BICONF (pass, subset, first block)
+        self._blocks = 0
+        self._block_pass = np.zeros(blocks, dtype=np.int64)
+        self._block_start = np.zeros(blocks, dtype=np.int64)
+        self._block_end = np.zeros(blocks, dtype=np.int64)
+        self._block_known = np.zeros(blocks, dtype=bool)  # False: Alice never disclosed its parity
+        self._block_odd = np.zeros(blocks, dtype=bool)  # Bob's parity differs from Alice's
         self.flipped = 0
 
     @property
@@ -246,66 +287,80 @@ class _CascadeBob:
         """Reveal all top-level parities of a pass, then correct until every block is even."""
         starts = np.arange(0, self._n, block_size, dtype=np.int64)
         ends = np.minimum(starts + block_size, self._n)
-        local_block = np.empty(self._n, dtype=np.int32)
-        local_block[order] = np.arange(self._n, dtype=np.int32) // block_size
+        pass_id = self._open_pass(self._alice.learn_order(order))
+        self._orders[pass_id] = order
+        self._block_of[pass_id, order] = np.arange(self._n, dtype=np.int32) // block_size + self._blocks
         # uint8 sums wrap modulo 256, which keeps their parity.
         bob_parities = np.add.reduceat(self.key[order], starts) & 1
-        self._open_pass(order, starts, ends, local_block, np.ones(starts.size, dtype=bool), bob_parities)
+        alice_parities = self._alice.block_parities(pass_id, starts, ends, request_bits=SEED_BITS)
+        known = np.ones(starts.size, dtype=bool)
+        self._add_blocks(pass_id, starts, ends, known, bob_parities != alice_parities)
         self._correct_until_consistent()
 
     def run_biconf_round(self, subset: np.ndarray) -> bool:
         """Compare the parity of the subset (a boolean mask); fix and cascade if it differs.
 
         The subset is bisected in natural order; returns whether the parities differed.
+        Its pass has two blocks, the subset and the rest, whose parity is never asked for.
         """
-        members = np.flatnonzero(subset)
-        order = np.concatenate([members, np.flatnonzero(~subset)])
-        starts = np.array([0, members.size], dtype=np.int64)
-        ends = np.array([members.size, self._n], dtype=np.int64)
-        local_block = (~subset).astype(np.int32)
-        known = np.array([True, False])  # the complement's parity is never asked for
-        bob_parities = np.array([np.count_nonzero(self.key[members]) & 1, 0], dtype=np.uint8)
-        differed = self._open_pass(order, starts, ends, local_block, known, bob_parities)
+        pass_id = self._open_pass(self._alice.learn_subset(subset))
+        self._unbuilt.append((pass_id, subset, self._blocks))
+        alice_parity = self._alice.subset_parity(pass_id, request_bits=SEED_BITS)
+        bob_parity = np.count_nonzero(np.logical_and(self.key.view(bool), subset)) & 1
+        differed = bool(alice_parity[0] != bob_parity)
+        members = int(np.count_nonzero(subset))
+        self._add_blocks(
+            pass_id,
+            np.array([0, members], dtype=np.int64),
+            np.array([members, self._n], dtype=np.int64),
+            np.array([True, False]),
+            np.array([differed, False]),
+        )
         if differed:
             self._correct_until_consistent()
         return differed
 
-    def _open_pass(
-        self,
-        order: np.ndarray,
-        starts: np.ndarray,
-        ends: np.ndarray,
-        local_block: np.ndarray,
-        known: np.ndarray,
-        bob_parities: np.ndarray,
-    ) -> bool:
-        """Register a pass, get Alice's parities of its known blocks; True if any differs."""
+    def _open_pass(self, pass_id: int) -> int:
+        """Make room for the pass Alice just registered; returns its id."""
+        assert pass_id == self._passes, "Alice and Bob must agree on pass numbering"
         if self._passes == self._orders.shape[0]:
             self._orders = _doubled(self._orders)
             self._block_of = _doubled(self._block_of)
             self._left_known = _doubled(self._left_known)
             self._left_parity = _doubled(self._left_parity)
-        pass_id = self._alice.learn_order(order)
-        assert pass_id == self._passes, "Alice and Bob must agree on pass numbering"
-        self._orders[pass_id] = order
-        np.add(local_block, self._block_pass.size, out=self._block_of[pass_id])
         self._passes += 1
+        return pass_id
 
-        alice_parities = np.zeros(starts.size, dtype=np.uint8)
-        alice_parities[known] = self._alice.block_parities(
-            pass_id, starts[known], ends[known], request_bits=SEED_BITS
-        )
-        odd = (bob_parities != alice_parities) & known
+    def _add_blocks(
+        self, pass_id: int, starts: np.ndarray, ends: np.ndarray, known: np.ndarray, odd: np.ndarray
+    ) -> None:
+        """Append a pass's blocks (their global ids continue from ``_blocks``)."""
+        first, stop = self._blocks, self._blocks + starts.size
+        if stop > self._block_pass.size:
+            size = max(stop, 2 * self._block_pass.size)
+            self._block_pass = _grown(self._block_pass, size)
+            self._block_start = _grown(self._block_start, size)
+            self._block_end = _grown(self._block_end, size)
+            self._block_known = _grown(self._block_known, size)
+            self._block_odd = _grown(self._block_odd, size)
+        self._block_pass[first:stop] = pass_id
+        self._block_start[first:stop] = starts
+        self._block_end[first:stop] = ends
+        self._block_known[first:stop] = known
+        self._block_odd[first:stop] = odd & known
+        self._blocks = stop
 
-        self._block_pass = np.concatenate([self._block_pass, np.full(starts.size, pass_id)])
-        self._block_start = np.concatenate([self._block_start, starts])
-        self._block_end = np.concatenate([self._block_end, ends])
-        self._block_known = np.concatenate([self._block_known, known])
-        self._block_odd = np.concatenate([self._block_odd, odd])
-        return bool(odd.any())
+    def _build_biconf_rows(self) -> None:
+        """Bob's rows of the BICONF passes opened since the last search (see the class doc)."""
+        for pass_id, subset, first_block in self._unbuilt:
+            self._orders[pass_id] = _subset_order(subset)
+            # members are in the pass's first block, the other positions in the second
+            np.add(~subset, first_block, out=self._block_of[pass_id], dtype=np.int32)
+        self._unbuilt.clear()
 
     def _correct_until_consistent(self) -> None:
         """Bisect all odd blocks in lock-step, flip what is found, repeat until none is odd."""
+        self._build_biconf_rows()  # searches read _orders, flips read every pass's _block_of
         while True:
             odd_blocks = np.flatnonzero(self._block_odd)
             if odd_blocks.size == 0:
@@ -392,9 +447,19 @@ class _CascadeBob:
         self._block_odd &= self._block_known
 
 
+def _subset_order(subset: np.ndarray) -> np.ndarray:
+    """A BICONF pass's order: the subset's positions, then the others, each ascending."""
+    return np.concatenate([np.flatnonzero(subset), np.flatnonzero(~subset)])
+
+
 def _doubled(table: np.ndarray) -> np.ndarray:
     """The table with as many new zero rows appended as it had (room for more passes)."""
     return np.concatenate([table, np.zeros_like(table)])
+
+
+def _grown(array: np.ndarray, size: int) -> np.ndarray:
+    """The array with zeros appended up to ``size`` entries (room for more blocks)."""
+    return np.concatenate([array, np.zeros(size - array.size, dtype=array.dtype)])
 
 
 def _as_key(bits: np.ndarray, who: str) -> np.ndarray:
@@ -439,18 +504,20 @@ def reconcile(
     disclosed_before = channel.disclosed(stage)
     uses_before = channel.channel_uses(stage)
 
-    oracle = _AliceParityOracle(alice_key, channel, stage)
     # BICONF usually runs a few rounds more than its clean ones (13 passes at n = 16,000, 2%
     # QBER): room for twice as many, so the tables seldom need to grow
     capacity = params.cascade_passes + 2 * params.biconf_clean_rounds
-    bob_side = _CascadeBob(bob_key, oracle, capacity)
-    for pass_index, block_size in enumerate(params.block_sizes(n, qber)):
+    block_sizes = params.block_sizes(n, qber)
+    blocks = sum(-(-n // size) for size in block_sizes) + 2 * 2 * params.biconf_clean_rounds
+    oracle = _AliceParityOracle(alice_key, channel, stage, capacity)
+    bob_side = _CascadeBob(bob_key, oracle, capacity, blocks)
+    for pass_index, block_size in enumerate(block_sizes):
         order = np.arange(n) if pass_index == 0 else rng.permutation(n)
         bob_side.run_cascade_pass(order, block_size)
 
     clean_rounds = 0
     while clean_rounds < params.biconf_clean_rounds:
-        subset = rng.integers(0, 2, n, dtype=bool)  # each bit with probability 1/2
+        subset = random_mask(n, rng)  # each bit with probability 1/2
         clean_rounds = 0 if bob_side.run_biconf_round(subset) else clean_rounds + 1
 
     return ReconciliationResult(

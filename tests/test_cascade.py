@@ -144,6 +144,11 @@ def test_leak_equals_the_parities_alice_actually_answered(
             answered.append(parities.size)
             return parities
 
+        def subset_parity(self, *args, **kwargs) -> np.ndarray:
+            parities = super().subset_parity(*args, **kwargs)
+            answered.append(parities.size)
+            return parities
+
     monkeypatch.setattr(cascade, "_AliceParityOracle", CountingOracle)
     rng = np.random.default_rng(5)
     alice, bob = noisy_pair(rng, 4_000, 200)
@@ -243,3 +248,27 @@ def test_bad_inputs_are_rejected(
 def test_unknown_method_lists_the_choices() -> None:
     with pytest.raises(ValueError, match="original, biconf, yanetal"):
         parameters("cascade9000")
+
+
+def test_alice_answers_biconf_subsets_and_builds_their_prefix_when_asked() -> None:
+    """A BICONF pass is learnt as its subset; its order is the members, then the rest."""
+    rng = np.random.default_rng(4)
+    n = 500
+    key = rng.integers(0, 2, n, dtype=np.uint8)
+    channel = ClassicalChannel()
+    alice = cascade._AliceParityOracle(key, channel, "reconciliation", capacity=1)  # tables must grow
+    alice.learn_order(rng.permutation(n))
+    subsets = [rng.integers(0, 2, n, dtype=bool) for _ in range(3)]
+    pass_ids = [alice.learn_subset(subset) for subset in subsets]
+    assert pass_ids == [1, 2, 3]
+    for pass_id, subset in zip(pass_ids, subsets, strict=True):
+        assert alice.subset_parity(pass_id, request_bits=64).tolist() == [int(key[subset].sum()) % 2]
+
+    order = np.concatenate([np.flatnonzero(subsets[1]), np.flatnonzero(~subsets[1])])
+    starts, ends = np.array([0, 3, 17, 250]), np.array([5, 40, 300, n])
+    on_pass = np.full(starts.size, pass_ids[1])
+    parities = alice.range_parities(
+        alice.pass_coordinates(on_pass, starts), alice.pass_coordinates(on_pass, ends)
+    )
+    assert parities.tolist() == [int(key[order[a:b]].sum()) % 2 for a, b in zip(starts, ends, strict=True)]
+    assert channel.disclosed("reconciliation") == len(subsets) + starts.size
