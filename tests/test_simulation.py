@@ -15,7 +15,7 @@ from vehicles.cli import main
 from vehicles.metrics import MessageRecord, Metrics, percentiles_ms
 from vehicles.reception import Reception
 from vehicles.simulate import confidence_interval, run
-from vehicles.world import LEDGER_SYNC_S
+from vehicles.world import LEDGER_SYNC_S, _next_tick
 
 WALL_CLOCK_FIELDS = {"wall_s", "validation_latency_ms", "ledger", "outputs"}
 SIMULATE_FIELDS = {
@@ -297,6 +297,19 @@ def test_a_node_sends_one_frame_at_a_time_under_heavy_load() -> None:
         gaps += np.diff(times).tolist()
     periods = np.asarray(gaps) / 0.1
     assert len(gaps) > 100 and np.allclose(periods, np.round(periods), atol=1e-6) and periods.min() > 0.5
+
+
+def test_roadside_units_check_for_vehicles_on_one_shared_clock() -> None:
+    """Key checks fall on multiples of the period, so sessions of vehicles that came into
+    range of different RSUs start together (and run side by side on the QKD workers)."""
+    assert [_next_tick(now, 0.5) for now in (0.0, 0.3, 0.5, 1.2345, 0.5 - 1e-12, 7.25)] == [
+        0.5,
+        0.5,
+        1.0,
+        1.5,
+        1.0,  # a float a hair below a tick counts as on it: the next check is a period away
+        7.5,
+    ]
 
 
 def test_replications_run_seeds_in_parallel_with_confidence_intervals() -> None:
