@@ -82,7 +82,8 @@ class WorkerProcess:
         self._error = error
         self._what = what
         self._pending: list[Future[Any]] = []  # submitted, answer not read yet (FIFO)
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # guards _pending and _failure; never held while writing
+        self._write_lock = threading.Lock()  # one request on the pipe at a time, in _pending's order
         self._failure: str | None = None
         self.ready: Future[Any] = Future()
         self._pending.append(self.ready)
@@ -95,15 +96,22 @@ class WorkerProcess:
             frame = _frame(request)
         except Exception as exc:
             raise self._error(f"a request cannot be sent to {self._what}: {exc}") from None
-        with self._lock:
-            if self._failure is not None:
-                raise self._error(self._failure)
-            self._pending.append(future)
+        # A full pipe blocks the write until the worker reads, and the worker reads only
+        # after its replies are taken: the reader thread must be able to pop futures
+        # meanwhile, so the write happens outside ``_lock`` (holding it deadlocked 300
+        # queued QKD sessions).
+        with self._write_lock:
+            with self._lock:
+                if self._failure is not None:
+                    raise self._error(self._failure)
+                self._pending.append(future)
             try:
                 assert self.process.stdin is not None
                 _send(self.process.stdin, frame)
             except (BrokenPipeError, OSError) as exc:
-                self._pending.remove(future)
+                with self._lock:
+                    if future in self._pending:
+                        self._pending.remove(future)
                 raise self._error(f"{self._what} died: {exc}") from None
         return future
 
