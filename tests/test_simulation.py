@@ -283,6 +283,17 @@ def test_bench_sim_quick_reports_its_fields(capsys: pytest.CaptureFixture[str]) 
     assert all(row["frames"] > 0 and row["events"] > 0 for row in report["scaling"])
 
 
+def test_bench_sim_runs_the_sizes_asked_for(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["bench", "sim", "--vehicles", "12", "--duration", "1", "--json"])
+    assert int(info.value.code or 0) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert [row["vehicles"] for row in report["scaling"]] == [12] and report["vehicles"] == 12
+    assert report["simulated_s"] == 1.0 and report["scaling"][0]["frames"] > 0
+    code, err = _exit(capsys, "bench", "sim", "--vehicles", "0")
+    assert code == 2 and "--vehicles" in err and len(err.strip().splitlines()) == 1
+
+
 def test_a_node_sends_one_frame_at_a_time_under_heavy_load() -> None:
     """Beacons, DENMs and V2I from one vehicle share its radio: a queue, never two frames at once."""
     heavy = small("aes-gcm", duration_s=4.0, vehicles=10)

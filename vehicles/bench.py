@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from .scenario import Scenario, load, validate
@@ -51,10 +51,14 @@ def run_sim_bench(
     chain: str = "embedded",
     quick: bool = False,
     duration_s: float = 10.0,
+    sizes: Sequence[int] | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
+    """``sizes`` replaces the scaling list (one size for an A/B comparison, say); the
+    headline row is the 500-vehicle one when run, else the largest."""
     say = progress or (lambda message: None)
-    sizes = (20, 40) if quick else SCALING_VEHICLES
+    if sizes is None:
+        sizes = (20, 40) if quick else SCALING_VEHICLES
     duration = 2.0 if quick else float(duration_s)
     rows = []
     for vehicles in sizes:
@@ -91,7 +95,7 @@ def run_sim_bench(
                 "pdr": summary["pdr"],
             }
         )
-    headline = next((r for r in rows if r["vehicles"] == 500), rows[-1])
+    headline = next((r for r in rows if r["vehicles"] == 500), max(rows, key=lambda r: r["vehicles"]))
     return {
         "chain": chain,
         "quick": quick,

@@ -102,14 +102,25 @@ def bench_ledger(
     show_default=True,
     help="Simulated seconds per size (longer runs show the rate after every vehicle has its first key).",
 )
+@click.option(
+    "--vehicles",
+    "sizes",
+    type=click.IntRange(min=1, max=10_000),
+    multiple=True,
+    help="Fleet size to run (repeatable) [default: 100, 200, 500 and 1000].",
+)
 @ledger_cli.json_option
-def bench_sim(chain: str, quick: bool, duration: float, as_json: bool) -> None:
+def bench_sim(chain: str, quick: bool, duration: float, sizes: tuple[int, ...], as_json: bool) -> None:
     """Simulator speed: real-time factor and events/s, scaling over 100/200/500/1000 vehicles at 10 Hz."""
     from vehicles.bench import run_sim_bench
 
     with ledger_cli.err.status("measuring") as status:
         report = run_sim_bench(
-            chain=chain, quick=quick, duration_s=duration, progress=lambda msg: status.update(msg)
+            chain=chain,
+            quick=quick,
+            duration_s=duration,
+            sizes=sizes or None,
+            progress=lambda msg: status.update(msg),
         )
     qkd_cli.report_figures(report, as_json)
 
