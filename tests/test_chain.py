@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import socket
 import subprocess
+import time
 import uuid
 
 import pytest
@@ -229,3 +230,54 @@ def test_role_ids_are_the_keccak_of_the_contract_role_names() -> None:
     assert ROLE_NAMES["key-manager"] == keccak(text="KEY_MANAGER_ROLE")
     assert ROLE_NAMES["verifier"] == keccak(text="VERIFIER_ROLE")
     assert ROLE_NAMES["admin"] == bytes(32)
+
+
+def test_local_json_rpc_reopens_a_connection_the_node_closed_while_idle():
+    """JSON-RPC to a node on this machine goes through one keep-alive http.client
+    connection; a node that drops it between calls (as keep-alive timeouts do) costs a
+    new connection, not an error, and no request is sent twice."""
+    import http.server
+    import threading
+
+    from web3 import Web3
+
+    from ledger.chain import JsonRpc
+
+    seen = {"connections": 0, "requests": 0}
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def setup(self) -> None:
+            super().setup()
+            seen["connections"] += 1
+
+        def do_POST(self) -> None:
+            items = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            seen["requests"] += 1
+            answer = [{"jsonrpc": "2.0", "id": item["id"], "result": hex(seen["requests"])} for item in items]
+            body = json.dumps(answer)
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()  # no "Connection: close": the client believes it may reuse it
+            self.wfile.write(body.encode())
+            self.close_connection = seen["requests"] % 2 == 0  # every second answer, then drop it
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        rpc = JsonRpc(Web3(Web3.HTTPProvider(f"http://127.0.0.1:{server.server_address[1]}")))
+        answers = []
+        for _ in range(5):
+            answers.append(rpc.call("eth_blockNumber", []))
+            time.sleep(0.05)  # the drop reaches the client's socket before its next call
+        assert answers == ["0x1", "0x2", "0x3", "0x4", "0x5"]
+        assert seen == {"connections": 3, "requests": 5}
+        rpc.close()
+    finally:
+        server.shutdown()
+        server.server_close()
