@@ -483,11 +483,14 @@ class _LocalConnection:
         if connection is not None and _closed_by_peer(connection):
             connection.close()
             connection = None
-        if connection is None:
-            connection = self._connection = http.client.HTTPConnection(
-                self._host, self._port, timeout=self._timeout
-            )
         try:
+            if connection is None:
+                connection = http.client.HTTPConnection(self._host, self._port, timeout=self._timeout)
+                self._connection = connection
+                connection.connect()
+                # as urllib3 does: headers and a large body go out as separate writes, and
+                # Nagle's algorithm would hold the body back for the headers' ACK
+                connection.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             connection.request("POST", self._path, body, {"Content-Type": "application/json"})
             response = connection.getresponse()
             data = response.read()
