@@ -551,19 +551,23 @@ class JsonRpc:
             return [self._provider.make_request(method, params) for method, params in calls]  # type: ignore[arg-type]
         replies: list[dict[str, Any]] = []
         chunk: list[str] = []
+        ids: list[int] = []
         size = 0
         for method, params in calls:
-            item = json.dumps({"jsonrpc": "2.0", "id": next(self._ids), "method": method, "params": params})
+            request_id = next(self._ids)
+            item = json.dumps({"jsonrpc": "2.0", "id": request_id, "method": method, "params": params})
             if chunk and (len(chunk) >= MAX_BATCH_ITEMS or size + len(item) + 1 > MAX_BATCH_BYTES):
-                replies += self._post(chunk)
-                chunk, size = [], 0
+                replies += self._post(chunk, ids)
+                chunk, ids, size = [], [], 0
             chunk.append(item)
+            ids.append(request_id)
             size += len(item) + 1
         if chunk:
-            replies += self._post(chunk)
+            replies += self._post(chunk, ids)
         return replies
 
-    def _post(self, items: list[str]) -> list[dict[str, Any]]:
+    def _post(self, items: list[str], ids: list[int]) -> list[dict[str, Any]]:
+        """One HTTP request for ``items``; the replies in the order of their ``ids``."""
         body = "[" + ",".join(items) + "]"
         try:
             if self._local is not None:
@@ -583,7 +587,6 @@ class JsonRpc:
         if isinstance(answer, dict):  # a node that refuses the whole batch answers with one error
             raise LedgerError(f"the node refused a batch of {len(items)}: {answer.get('error', answer)}")
         by_id = {reply.get("id"): reply for reply in answer}
-        ids = [json.loads(item)["id"] for item in items]
         return [by_id.get(i, {"error": {"message": "no reply in the batch"}}) for i in ids]
 
     def close(self) -> None:

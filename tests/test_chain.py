@@ -147,7 +147,7 @@ def test_transactions_on_a_node_price_in_one_batch_and_refusals_keep_their_error
         ledger.register_vehicle("car-1")  # opens the client's JSON-RPC session
         rpc = ledger._local.rpc
         original = rpc._post
-        rpc._post = lambda items: posts.append(len(items)) or original(items)
+        rpc._post = lambda items, ids: posts.append(len(items)) or original(items, ids)
         result = ledger.register_vehicle("car-2")
         assert result.block_number > 0 and ledger.vehicle("car-2").registered
         assert [e.name for e in result.events] == ["VehicleRegistered"]

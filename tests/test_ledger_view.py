@@ -277,7 +277,7 @@ def test_batched_sync_on_a_node_matches_range_by_range_sync() -> None:
         posts: list[int] = []
         rpc = ledger.rpc()
         original = rpc._post
-        rpc._post = lambda items: posts.append(len(items)) or original(items)  # type: ignore[method-assign]
+        rpc._post = lambda items, ids: posts.append(len(items)) or original(items, ids)  # type: ignore[method-assign]
         assert ranged.sync() > 0
         w3, ledger.w3 = ledger.w3, None  # anvil's logs carry their block's time: no block request
         assert batched.sync() == ranged.events_applied
