@@ -479,10 +479,9 @@ class _LocalConnection:
         self._connection: http.client.HTTPConnection | None = None
 
     def post(self, body: bytes) -> tuple[int, bytes]:
+        if self._connection is not None and _closed_by_peer(self._connection):
+            self.close()
         connection = self._connection
-        if connection is not None and _closed_by_peer(connection):
-            connection.close()
-            connection = None
         try:
             if connection is None:
                 connection = http.client.HTTPConnection(self._host, self._port, timeout=self._timeout)
@@ -520,7 +519,7 @@ MAX_BATCH_BYTES = 4 * 1024 * 1024
 
 
 class JsonRpc:
-    """Raw JSON-RPC for the hot path: one keep-alive HTTP session and real batches.
+    """Raw JSON-RPC for the hot path: one keep-alive HTTP connection and real batches.
 
     Chains without an HTTP endpoint (the embedded chain, WebSocket nodes) go through the
     web3 provider one request at a time: same answers, no batching.
@@ -529,10 +528,12 @@ class JsonRpc:
     def __init__(self, w3: Web3) -> None:
         self._provider = w3.provider
         uri = getattr(w3.provider, "endpoint_uri", None)
-        self._url = uri if isinstance(uri, str) and uri.startswith(("http://", "https://")) else None
-        local = self._url is not None and self._url.startswith("http://") and _is_local(self._url)
-        self._local = _LocalConnection(self._url, timeout=60) if local and self._url else None
-        self._session = http_session(self._url) if self._url and not local else None
+        url = uri if isinstance(uri, str) and uri.startswith(("http://", "https://")) else None
+        self._url = url
+        # a node on this machine: plain http.client; anything else: requests (proxies, netrc)
+        local = url is not None and url.startswith("http://") and _is_local(url)
+        self._local = _LocalConnection(url, timeout=60) if url and local else None
+        self._session = http_session(url) if url and not local else None
         self._ids = itertools.count(1)
 
     @property
