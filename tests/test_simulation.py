@@ -332,3 +332,22 @@ def test_replications_run_seeds_in_parallel_with_confidence_intervals() -> None:
     values = [run_["pdr"] for run_ in report["runs"]]
     assert pdr["n"] == 2 and pdr["mean"] == pytest.approx(sum(values) / 2)
     assert pdr["ci95"] == pytest.approx(12.706 * abs(values[0] - values[1]) / 2**0.5 / 2**0.5)
+
+
+def test_otp_pools_are_topped_up_again_once_batched_keys_arrive(otp_run) -> None:
+    """A vehicle that spends its pad gets another session once its last key was anchored
+    (it used to stay marked as waiting for its first batch, so pools were never refilled)."""
+    _, world = otp_run
+    keys_per_vehicle: dict[str, int] = {}
+    for row in world.metrics.key_rows:
+        keys_per_vehicle[row["vehicle"]] = keys_per_vehicle.get(row["vehicle"], 0) + 1
+    assert max(keys_per_vehicle.values()) > 1
+
+
+def test_an_otp_pool_too_small_for_one_message_is_topped_up() -> None:
+    """A refill threshold below one message's pad bits must not strand a vehicle with a
+    pool it can never spend."""
+    keys = dataclasses.replace(small("otp").keys, refill_below_bits=0)
+    _, world = run(small("otp", duration_s=4.0, keys=keys, revocation=scenarios.RevocationConfig()))
+    vehicles = {row["vehicle"] for row in world.metrics.key_rows}
+    assert len(world.metrics.key_rows) > len(vehicles)

@@ -706,8 +706,9 @@ class World:
         """OTP spends bits: top up below the threshold. AES-GCM rekeys from one key by HKDF
         epochs: a new QKD key only when the newest one nears the end of its lifetime."""
         keys = self.scenario.keys
-        if keys.cipher == "otp":
-            return state.pool.available_bits < keys.refill_below_bits
+        if keys.cipher == "otp":  # and always when the pool cannot pay for the next message
+            message_bits = crypto.OtpCipher.bits_needed(self.scenario.traffic.payload_bytes)
+            return state.pool.available_bits < max(keys.refill_below_bits, message_bits)
         return state.key_expires_at - self.env.now < 0.1 * keys.key_ttl_s
 
     def _qkd_session(self, index: int, state: VehicleState, distance_m: float) -> Any:
@@ -808,6 +809,7 @@ class World:
         for item in anchored:
             state, result, record, row = self._awaiting_anchor.pop(item.key_id)
             self._awaiting_vehicles.discard(state.vehicle_id)
+            state.session_pending = False  # the next session may top the pool up again
             verdict = self.view.admit(record, item.root, item.proof)
             if verdict != "admitted":
                 self.metrics.drops[f"ledger-refused:{verdict}"] += 1
