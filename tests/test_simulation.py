@@ -351,3 +351,25 @@ def test_an_otp_pool_too_small_for_one_message_is_topped_up() -> None:
     _, world = run(small("otp", duration_s=4.0, keys=keys, revocation=scenarios.RevocationConfig()))
     vehicles = {row["vehicle"] for row in world.metrics.key_rows}
     assert len(world.metrics.key_rows) > len(vehicles)
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {},  # every session gives a key; batches anchor by age
+        {"qkd_signals": 30_000, "qkd_range_m": 400.0, "anchor_batch": 3},  # failures; batches fill
+        {"qkd_signals": 30_000, "qkd_range_m": 400.0, "anchor_age_s": 2.0},  # retries before the age
+    ],
+    ids=["by-age", "failures-and-full-batches", "retry-before-age"],
+)
+def test_results_read_late_give_the_same_run(changes: dict[str, object]) -> None:
+    """Reading a session's result only when something depends on it changes nothing."""
+    scenario = small("otp", duration_s=5.0, keys=dataclasses.replace(small("otp").keys, **changes))
+    strip = lambda s: {k: v for k, v in s.items() if k not in WALL_CLOCK_FIELDS}  # noqa: E731
+    (now, world_now), (late, world_late) = (run(scenario, late_results=flag) for flag in (False, True))
+    assert strip(late) == strip(now) and world_late.metrics.key_rows == world_now.metrics.key_rows
+    assert now["keys"]["sessions"] > 0 and now["ledger"]["records"] > 0
+    if changes:
+        assert 0 < now["keys"]["aborted"] < now["keys"]["sessions"]
+    else:
+        assert now["messages_sent"] > 0

@@ -31,11 +31,13 @@ def run(
     progress: Callable[[float], None] | None = None,
     session_workers: int | None = None,
     reception_worker: bool | None = None,
+    late_results: bool = True,
 ) -> tuple[dict[str, Any], World]:
     """One run on a throw-away chain; returns the summary and the world (for tests).
 
     ``session_workers``, ``reception_worker``: processes for the QKD sessions and for
-    opening received frames (see :class:`World`); the results are the same either way."""
+    opening received frames; ``late_results``: read session results only when needed
+    (see :class:`World`). The results are the same either way."""
     started = time.perf_counter()
     chain = connect(scenario.chain, persist=False)
     try:
@@ -46,6 +48,7 @@ def run(
             progress=progress,
             session_workers=session_workers,
             reception_worker=reception_worker,
+            late_results=late_results,
         )
         world.run()
         summary = world.summary(wall_s=time.perf_counter() - started)

@@ -31,6 +31,7 @@ import os
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,7 +44,7 @@ from ledger.errors import LedgerError
 from ledger.view import LedgerView
 from qkd.channel import build as build_qkd_channel
 from qkd.service import SessionService
-from qkd.session import SessionConfig
+from qkd.session import SessionConfig, SessionResult
 
 from . import crypto, radio
 from .metrics import OUT_OF_RANGE, MessageRecord, Metrics
@@ -79,6 +80,18 @@ class VehicleState:
     session_pending: bool = False  # a session runs, or its key waits for its batch to be anchored
     retry_at: float = 0.0  # no session before this (the last one gave no key)
     key_expires_at: float = -1.0  # expiry of the newest key in its pool (AES uses the newest)
+    unsettled_rsu: int | None = None  # its last session ended, but the world has not read the result yet
+    session_ended_at: float = 0.0
+
+
+@dataclass
+class _Unsettled:
+    """A QKD session that has ended in simulated time whose result the world reads later."""
+
+    state: VehicleState
+    distance_m: float
+    ended_at: float
+    result: Future[SessionResult]
 
 
 class CountingEnvironment(simpy.Environment):
@@ -104,11 +117,14 @@ class World:
         progress: Callable[[float], None] | None = None,
         session_workers: int | None = None,
         reception_worker: bool | None = None,
+        late_results: bool = True,
     ) -> None:
         """``session_workers``: processes for QKD sessions (0: in this process; None: two
         from 100 vehicles up on a machine with two cores or more). ``reception_worker``:
-        open received frames on a worker process (None: on the same terms). Results
-        depend on neither."""
+        open received frames on a worker process (None: on the same terms).
+        ``late_results``: read a session's result only when something depends on it (see
+        :meth:`_settle`), so the world runs on while workers compute. Results depend on
+        none of the three."""
         self.scenario = scenario
         self.ledger = ledger
         self.progress = progress
@@ -191,6 +207,9 @@ class World:
         self._grid_ids = np.zeros(0, dtype=np.int64)
         self._grid_positions = np.zeros((0, 2))
         self._rsu_busy = [simpy.Resource(self.env, capacity=1) for _ in range(scenario.rsus)]
+        self.late_results = late_results
+        self._unsettled: list[deque[_Unsettled]] = [deque() for _ in range(scenario.rsus)]
+        self._settling_at: float | None = None  # the simulated time a late result is read "at"
         self.replays_injected = 0
         self.bytes_opened = 0  # ciphertext bytes opened, times the receivers that kept them
         self._captured: list[tuple[crypto.Sealed, int]] = []
@@ -309,6 +328,8 @@ class World:
                 self.wall_clock.append((t, time.perf_counter() - started))
                 if self.progress:
                     self.progress(t / duration)
+            for index in range(self.scenario.rsus):  # sessions that ended before the end count
+                self._settle(index)
             self.reception.settle()  # the last frames' verdicts
         self.run_s = time.perf_counter() - started
 
@@ -686,7 +707,12 @@ class World:
                 if distances[row] > keys.qkd_range_m:
                     break
                 state = self.vehicles.get(int(traffic.ids[row]))
-                if state is None or state.banned or state.session_pending or not state.active:
+                if state is None:
+                    continue
+                ended = state.session_ended_at
+                if state.unsettled_rsu is not None and not self.env.now < ended + KEY_RETRY_S:
+                    self._settle(state.unsettled_rsu)  # had it failed, it could have a new session now
+                if state.banned or state.session_pending or not state.active:
                     continue
                 if self.env.now < state.retry_at:
                     continue
@@ -696,7 +722,6 @@ class World:
                 with self._rsu_busy[index].request() as turn:
                     yield turn
                     yield from self._qkd_session(index, state, float(distances[row]))
-                state.session_pending = state.vehicle_id in self._awaiting_vehicles
                 served = True
                 break
             if not served:
@@ -722,16 +747,54 @@ class World:
         pending = self.sessions.submit(index, config)  # runs while this process goes on, with workers
         self.qkd_wall_s += time.perf_counter() - started
         yield self.env.timeout(keys.qkd_signals / keys.source_rate_hz)
-        started = time.perf_counter()
-        result = pending.result()  # waits if a worker still runs it
-        self.qkd_wall_s += time.perf_counter() - started
+        waiting = self._unsettled[index]
+        waiting.append(_Unsettled(state, distance_m, self.env.now, pending))
+        state.unsettled_rsu, state.session_ended_at = index, self.env.now
+        batcher = self.batchers[index] if self.batchers else None
+        if batcher is None or not self.late_results or batcher.pending + len(waiting) >= batcher.max_batch:
+            self._settle(index)  # this key may be the one that fills the batch: read it now
+
+    def _settle(self, index: int) -> None:
+        """Read the results of the RSU's ended sessions, each as of the time it ended.
+
+        Why late: the simulation cannot pass a point that depends on a result before the
+        result exists, and a session ends (signals / source rate, about 1 ms) long before
+        a worker has computed it (about 20 ms). Nothing depends on it that early. Until it
+        is read the vehicle stays "pending", which bars it from a new session as a
+        success (its key awaits the batch) or a failure (it retries after KEY_RETRY_S)
+        would; and the record only matters to the key manager's batch. So a result is
+        read when its batch could fill (:meth:`_qkd_session`), when the batch could be
+        due by age (:meth:`anchoring`), when a failure would let the vehicle try again
+        (:meth:`key_service`) and at the end: the outcome is the same as reading every
+        result the moment its session ends.
+        """
+        waiting = self._unsettled[index]
+        while waiting:
+            item = waiting.popleft()
+            started = time.perf_counter()
+            result = item.result.result()  # waits if a worker still runs it
+            self.qkd_wall_s += time.perf_counter() - started
+            state = item.state
+            state.unsettled_rsu = None
+            self._settling_at = item.ended_at
+            try:
+                self._session_done(index, state, item.distance_m, result, item.ended_at)
+            finally:
+                self._settling_at = None
+            state.session_pending = state.vehicle_id in self._awaiting_vehicles
+
+    def _session_done(
+        self, index: int, state: VehicleState, distance_m: float, result: SessionResult, ended_at: float
+    ) -> None:
+        """A session's outcome, as of ``ended_at``: its key's record to the ledger, or a retry."""
+        keys = self.scenario.keys
         self.metrics.sessions += 1
         if result.aborted or not result.keys_match:
             self.metrics.sessions_aborted += 1
-            state.retry_at = self.env.now + KEY_RETRY_S
+            state.retry_at = ended_at + KEY_RETRY_S
             return
         commitment = bytes.fromhex(result.key_sha256 or "")
-        now_chain = int(self._chain_now(self.env.now))
+        now_chain = int(self._chain_now(ended_at))
         record = KeyRecord(
             key_id=result.key_id,
             commitment=commitment,
@@ -745,7 +808,7 @@ class World:
             "key_id": result.key_id,
             "vehicle": state.label,
             "rsu": index,
-            "t": self.env.now,
+            "t": ended_at,
             "distance_m": round(distance_m, 2),
             "qber": result.qber,
             "bits": result.final_key_bits,
@@ -755,7 +818,7 @@ class World:
             # The key is usable once its batch is anchored; until then the vehicle waits for it.
             self._awaiting_vehicles.add(state.vehicle_id)
             self._awaiting_anchor[str(result.key_id)] = (state, result, record, row)
-            self._anchor(lambda: self.batchers[index].add(record))
+            self._anchor(lambda: self.batchers[index].add(record))  # as of ended_at: see _now
             return
         try:
             self._ledger_tx(
@@ -787,7 +850,8 @@ class World:
         self.metrics.key_rows.append({**row, "usable_at": self.env.now})
 
     def _now(self) -> float:
-        return self.env.now
+        """The key managers' batch clock: simulated time, or a late result's end time."""
+        return self.env.now if self._settling_at is None else self._settling_at
 
     def _anchor(self, step: Callable[[], list[Anchored]]) -> None:
         """Run a batcher step (add or poll); if it anchored a batch, hand its keys out.
@@ -820,7 +884,10 @@ class World:
         """Key managers anchor a batch once its oldest record has waited ``anchor_age_s``."""
         while True:
             yield self.env.timeout(ANCHOR_POLL_S)
-            for batcher in self.batchers:
+            for index, batcher in enumerate(self.batchers):
+                waiting = self._unsettled[index]
+                if waiting and (batcher.due() or self.env.now - waiting[0].ended_at >= batcher.max_age_s):
+                    self._settle(index)  # records that would be in the batch by now go in first
                 if batcher.due():
                     self._anchor(batcher.poll)
 
