@@ -373,3 +373,20 @@ def test_results_read_late_give_the_same_run(changes: dict[str, object]) -> None
         assert 0 < now["keys"]["aborted"] < now["keys"]["sessions"]
     else:
         assert now["messages_sent"] > 0
+
+
+def test_senders_retire_a_key_when_the_ledger_says_it_expired() -> None:
+    """A pool's key expires with its ledger record (created at the session's end, in whole
+    chain seconds), not a batch later: frames refused as expired are only those on the air
+    at that instant. Keys are renewed before they run out."""
+    keys = dataclasses.replace(small("aes-gcm").keys, key_ttl_s=3.0)
+    summary, world = run(small("aes-gcm", duration_s=8.0, keys=keys, revocation=scenarios.RevocationConfig()))
+    expiry = {
+        row["key_id"]: world.view.record(row["key_id"]).expires_at - world.chain_epoch
+        for row in world.metrics.key_rows
+    }
+    refused = [m for m in world.metrics.messages if m.rejected and m.key_id]
+    assert all(0 <= expiry[m.key_id] - m.sent_at < 0.05 for m in refused)
+    assert summary["rejected"].get("expired", 0) <= 0.05 * summary["messages_delivered"]
+    vehicles = {row["vehicle"] for row in world.metrics.key_rows}
+    assert len(world.metrics.key_rows) > len(vehicles)  # some vehicle got a second key

@@ -837,15 +837,16 @@ class World:
             self.metrics.drops[f"ledger-refused:{type(exc).__name__}"] += 1
             return
         self.view.sync()
-        self._deliver(state, result, row)
+        self._deliver(state, result, record, row)
 
-    def _deliver(self, state: VehicleState, result: Any, row: dict[str, Any]) -> None:
-        """The key is on the ledger: into the key relay and the vehicle's pool."""
-        keys = self.scenario.keys
+    def _deliver(self, state: VehicleState, result: Any, record: KeyRecord, row: dict[str, Any]) -> None:
+        """The key is on the ledger: into the key relay and the vehicle's pool, which retires
+        it when the ledger's record expires (receivers would refuse it from then on)."""
+        expires_at = record.expires_at - self.chain_epoch  # in simulated time
         self.key_store[result.key_id] = result.alice_key
         self.reception.add_key(result.key_id, result.alice_key)
-        state.pool.add(result.key_id, result.alice_key, expires_at=self.env.now + keys.key_ttl_s)
-        state.key_expires_at = self.env.now + keys.key_ttl_s
+        state.pool.add(result.key_id, result.alice_key, expires_at=expires_at)
+        state.key_expires_at = expires_at
         self.metrics.bits_generated += result.final_key_bits
         self.metrics.key_rows.append({**row, "usable_at": self.env.now})
 
@@ -878,7 +879,7 @@ class World:
             if verdict != "admitted":
                 self.metrics.drops[f"ledger-refused:{verdict}"] += 1
                 continue
-            self._deliver(state, result, row)
+            self._deliver(state, result, record, row)
 
     def anchoring(self) -> Any:
         """Key managers anchor a batch once its oldest record has waited ``anchor_age_s``."""
