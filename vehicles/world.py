@@ -80,14 +80,14 @@ class VehicleState:
     session_pending: bool = False  # a session runs, or its key waits for its batch to be anchored
     retry_at: float = 0.0  # no session before this (the last one gave no key)
     key_expires_at: float = -1.0  # expiry of the newest key in its pool (AES uses the newest)
-    unsettled_rsu: int | None = None  # its last session ended, but the world has not read the result yet
-    session_ended_at: float = 0.0
+    unsettled: _Unsettled | None = None  # its last session ended; the world has not read the result yet
 
 
 @dataclass
 class _Unsettled:
     """A QKD session that has ended in simulated time whose result the world reads later."""
 
+    rsu: int
     state: VehicleState
     distance_m: float
     ended_at: float
@@ -709,9 +709,9 @@ class World:
                 state = self.vehicles.get(int(traffic.ids[row]))
                 if state is None:
                     continue
-                ended = state.session_ended_at
-                if state.unsettled_rsu is not None and not self.env.now < ended + KEY_RETRY_S:
-                    self._settle(state.unsettled_rsu)  # had it failed, it could have a new session now
+                unsettled = state.unsettled
+                if unsettled is not None and not self.env.now < unsettled.ended_at + KEY_RETRY_S:
+                    self._settle(unsettled.rsu)  # had it failed, it could have a new session now
                 if state.banned or state.session_pending or not state.active:
                     continue
                 if self.env.now < state.retry_at:
@@ -748,8 +748,8 @@ class World:
         self.qkd_wall_s += time.perf_counter() - started
         yield self.env.timeout(keys.qkd_signals / keys.source_rate_hz)
         waiting = self._unsettled[index]
-        waiting.append(_Unsettled(state, distance_m, self.env.now, pending))
-        state.unsettled_rsu, state.session_ended_at = index, self.env.now
+        state.unsettled = _Unsettled(index, state, distance_m, self.env.now, pending)
+        waiting.append(state.unsettled)
         batcher = self.batchers[index] if self.batchers else None
         if batcher is None or not self.late_results or batcher.pending + len(waiting) >= batcher.max_batch:
             self._settle(index)  # this key may be the one that fills the batch: read it now
@@ -775,7 +775,7 @@ class World:
             result = item.result.result()  # waits if a worker still runs it
             self.qkd_wall_s += time.perf_counter() - started
             state = item.state
-            state.unsettled_rsu = None
+            state.unsettled = None
             self._settling_at = item.ended_at
             try:
                 self._session_done(index, state, item.distance_m, result, item.ended_at)
