@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -334,14 +335,16 @@ def test_replications_run_seeds_in_parallel_with_confidence_intervals() -> None:
     assert pdr["ci95"] == pytest.approx(12.706 * abs(values[0] - values[1]) / 2**0.5 / 2**0.5)
 
 
+def most_keys_of_one_vehicle(world) -> int:
+    """How many keys the best-served vehicle received in the run."""
+    return max(Counter(row["vehicle"] for row in world.metrics.key_rows).values(), default=0)
+
+
 def test_otp_pools_are_topped_up_again_once_batched_keys_arrive(otp_run) -> None:
     """A vehicle that spends its pad gets another session once its last key was anchored
     (it used to stay marked as waiting for its first batch, so pools were never refilled)."""
     _, world = otp_run
-    keys_per_vehicle: dict[str, int] = {}
-    for row in world.metrics.key_rows:
-        keys_per_vehicle[row["vehicle"]] = keys_per_vehicle.get(row["vehicle"], 0) + 1
-    assert max(keys_per_vehicle.values()) > 1
+    assert most_keys_of_one_vehicle(world) > 1
 
 
 def test_an_otp_pool_too_small_for_one_message_is_topped_up() -> None:
@@ -349,8 +352,7 @@ def test_an_otp_pool_too_small_for_one_message_is_topped_up() -> None:
     pool it can never spend."""
     keys = dataclasses.replace(small("otp").keys, refill_below_bits=0)
     _, world = run(small("otp", duration_s=4.0, keys=keys, revocation=scenarios.RevocationConfig()))
-    vehicles = {row["vehicle"] for row in world.metrics.key_rows}
-    assert len(world.metrics.key_rows) > len(vehicles)
+    assert most_keys_of_one_vehicle(world) > 1
 
 
 @pytest.mark.parametrize(
@@ -388,5 +390,4 @@ def test_senders_retire_a_key_when_the_ledger_says_it_expired() -> None:
     refused = [m for m in world.metrics.messages if m.rejected and m.key_id]
     assert all(0 <= expiry[m.key_id] - m.sent_at < 0.05 for m in refused)
     assert summary["rejected"].get("expired", 0) <= 0.05 * summary["messages_delivered"]
-    vehicles = {row["vehicle"] for row in world.metrics.key_rows}
-    assert len(world.metrics.key_rows) > len(vehicles)  # some vehicle got a second key
+    assert most_keys_of_one_vehicle(world) > 1  # some vehicle got a second key

@@ -710,7 +710,7 @@ class World:
                 if state is None:
                     continue
                 unsettled = state.unsettled
-                if unsettled is not None and not self.env.now < unsettled.ended_at + KEY_RETRY_S:
+                if unsettled is not None and self.env.now >= unsettled.ended_at + KEY_RETRY_S:
                     self._settle(unsettled.rsu)  # had it failed, it could have a new session now
                 if state.banned or state.session_pending or not state.active:
                     continue
@@ -839,7 +839,9 @@ class World:
         self.view.sync()
         self._deliver(state, result, record, row)
 
-    def _deliver(self, state: VehicleState, result: Any, record: KeyRecord, row: dict[str, Any]) -> None:
+    def _deliver(
+        self, state: VehicleState, result: SessionResult, record: KeyRecord, row: dict[str, Any]
+    ) -> None:
         """The key is on the ledger: into the key relay and the vehicle's pool, which retires
         it when the ledger's record expires (receivers would refuse it from then on)."""
         expires_at = record.expires_at - self.chain_epoch  # in simulated time
