@@ -213,6 +213,8 @@ class World:
         self.replays_injected = 0
         self.bytes_opened = 0  # ciphertext bytes opened, times the receivers that kept them
         self._captured: list[tuple[crypto.Sealed, int]] = []
+        # The attacker's own draws: which frames it keeps does not shift the world's stream.
+        self._attacker_rng = np.random.default_rng(scenario.seed + 3)
         # Frame path (see _build_links, _row): per-step links and rows, cached energies.
         self._links_grid: radio.SpatialGrid | None = None
         self._rows_of: np.ndarray | None = None
@@ -600,7 +602,7 @@ class World:
             return False
         # The replay attacker keeps the first frame it hears whenever its store is empty,
         # and 1% of the others (up to 64), so there is something to replay every second.
-        if not self._captured or (len(self._captured) < 64 and self.rng.random() < 0.01):
+        if not self._captured or (len(self._captured) < 64 and self._attacker_rng.random() < 0.01):
             self._captured.append((sealed, int(outcome.delivered[0])))
         self._receive(record, sealed, wire, slots[index], bins[index], slot_count)
         return True
