@@ -453,24 +453,29 @@ class LinkTable:
     ``bounds[i]`` to ``bounds[i + 1]``: ``target`` holds the other points in ascending
     order (the order :meth:`SpatialGrid.neighbours` returns them in), ``distance_m`` the
     distances (``np.hypot`` of target minus source coordinates) and ``mean_rx_dbm`` the
-    mean received power at the target of a frame sent by i.
+    mean received power at the target of a frame sent by i. ``pair`` maps each link to
+    its unordered pair, whose distance is ``pair_distance_m``: per-pair work (distance
+    bins, say) can be done once for both directions.
     """
 
     def __init__(self, grid: SpatialGrid, radius: float, params: RadioParameters = RadioParameters()) -> None:
         low, high = grid._close_pairs(radius)
-        count = len(grid)
-        source = np.concatenate([low, high])
-        target = np.concatenate([high, low])
-        order = np.argsort(source * max(count, 1) + target, kind="stable")
-        self.source = source[order]
-        self.target = target[order]
-        self.bounds = np.zeros(count + 1, dtype=np.int64)
-        np.cumsum(np.bincount(self.source, minlength=count), out=self.bounds[1:])
+        count = max(len(grid), 1)
         points = grid.positions
-        self.distance_m = np.hypot(
-            points[self.target, 0] - points[self.source, 0], points[self.target, 1] - points[self.source, 1]
-        )
-        self.mean_rx_dbm = mean_rx_power_dbm(self.distance_m, params)
+        # Per unordered pair first (both directions share distance and mean power exactly:
+        # hypot of negated differences is the same number), then spread to ordered links.
+        self.pair_distance_m = np.hypot(points[high, 0] - points[low, 0], points[high, 1] - points[low, 1])
+        pair_mean_rx_dbm = mean_rx_power_dbm(self.pair_distance_m, params)
+        key = np.concatenate([low * count + high, high * count + low])
+        order = np.argsort(key)  # the keys are distinct: every sort gives the (source, target) order
+        key = key[order]
+        self.source = key // count
+        self.target = key - self.source * count
+        self.pair = order if low.size == 0 else order % low.size  # each link's unordered pair
+        self.bounds = np.zeros(len(grid) + 1, dtype=np.int64)
+        np.cumsum(np.bincount(self.source, minlength=len(grid)), out=self.bounds[1:])
+        self.distance_m = self.pair_distance_m[self.pair]
+        self.mean_rx_dbm = pair_mean_rx_dbm[self.pair]
 
     def __len__(self) -> int:
         return int(self.target.size)

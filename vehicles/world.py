@@ -372,7 +372,7 @@ class World:
         self._link_bounds = table.bounds.tolist()
         self._link_ids = ids[table.target]
         self._link_slots = slots[table.target]
-        self._link_bins = self.metrics.distance_bins(table.distance_m)
+        self._link_bins = self.metrics.distance_bins(table.pair_distance_m)[table.pair]
         self._link_in_range = np.zeros(len(table) + 1, dtype=np.int64)
         np.cumsum(table.distance_m <= self.nominal_range_m, out=self._link_in_range[1:])
         # Every link's fade for one frame, drawn at once: a sender's first broadcast of the
