@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from vehicles import radio
 from vehicles.crypto import Header, PadSegment, Rejected, Sealed, _Reader
 from vehicles.metrics import MessageRecord, Metrics
 from vehicles.radio import (
@@ -358,10 +359,26 @@ def _pairwise_outcome(frames: list, finish_order: list[int]) -> dict[int, tuple[
 
 
 @pytest.mark.parametrize("seed", range(12))
-@pytest.mark.parametrize("fast", [False, True])
-def test_channel_bookkeeping_equals_the_pairwise_definition(seed: int, fast: bool) -> None:
+@pytest.mark.parametrize(
+    ("mode", "pairwise_up_to", "hear_one_by_one_up_to"),
+    [
+        ("transmit", radio.PAIRWISE_UP_TO, radio.HEAR_ONE_BY_ONE_UP_TO),
+        ("links", 0, 0),
+        ("batched", radio.PAIRWISE_UP_TO, radio.HEAR_ONE_BY_ONE_UP_TO),
+        ("batched", radio.PAIRWISE_UP_TO, 0),
+        ("batched", 10**9, 10**9),
+    ],
+)
+def test_channel_bookkeeping_equals_the_pairwise_definition(
+    seed: int, mode: str, pairwise_up_to: int, hear_one_by_one_up_to: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Random senders and start times on a 1.2 km line (hidden terminals, shared start slots,
-    frames starting exactly at another's end); finished at their end or later."""
+    frames starting exactly at another's end); finished at their end or later, one by one
+    or (``batched``) ended one by one and resolved in batches at random moments. Both ways
+    to resolve (pair by pair, and the sweep) and both ways to find a frame's decodable
+    receivers (one frame at a time, many at once) are used alone and mixed."""
+    monkeypatch.setattr(radio, "PAIRWISE_UP_TO", pairwise_up_to)
+    monkeypatch.setattr(radio, "HEAR_ONE_BY_ONE_UP_TO", hear_one_by_one_up_to)
     rng = np.random.default_rng(seed)
     nodes = 14
     where = np.column_stack([rng.uniform(0.0, 1200.0, nodes), np.zeros(nodes)])
@@ -375,8 +392,12 @@ def test_channel_bookkeeping_equals_the_pairwise_definition(seed: int, fast: boo
         if pending and rng.random() < 0.5:  # finish what has ended (sometimes later than its end)
             for frame in [f for f in pending if f.end <= now]:
                 pending.remove(frame)
-                outcome = channel.finish(frame)
-                finished[frame.serial] = outcome
+                if mode == "batched":
+                    channel.end(frame)
+                else:
+                    finished[frame.serial] = channel.finish(frame)
+        if mode == "batched" and rng.random() < 0.3:
+            finished.update((frame.serial, outcome) for frame, outcome in channel.resolve())
         free = np.flatnonzero(busy_until <= now)
         if free.size == 0:
             continue
@@ -387,7 +408,7 @@ def test_channel_bookkeeping_equals_the_pairwise_definition(seed: int, fast: boo
         others = np.array([i for i in range(nodes) if i != sender])
         payload = int(rng.choice([100, 300]))
         frame_rng = np.random.default_rng(int(rng.integers(1 << 32)))
-        if fast:
+        if mode != "transmit":
             distance = np.hypot(*(where[others] - where[sender]).T)
             frame = channel.transmit_links(
                 sender,
@@ -408,6 +429,8 @@ def test_channel_bookkeeping_equals_the_pairwise_definition(seed: int, fast: boo
         pending.append(frame)
     for frame in pending:
         finished[frame.serial] = channel.finish(frame)
+    finished.update((frame.serial, outcome) for frame, outcome in channel.resolve())
+    assert len(finished) == len(frames)
     expected = _pairwise_outcome(frames, list(finished))
     collisions = 0
     for serial, outcome in finished.items():

@@ -17,6 +17,7 @@ transmits during it (half duplex). Propagation delay (1 us per 300 m) is ignored
 from __future__ import annotations
 
 import math
+from bisect import bisect_left
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -34,6 +35,8 @@ LLC_SNAP_BYTES = 8
 FCS_BYTES = 4
 MAX_MSDU_BYTES = 2304
 CCA_TIME_S = 8e-6  # aCCATime at 10 MHz: a frame is sensed this long after it starts (802.11-2012 Table 18-17)
+PAIRWISE_UP_TO = 4  # resolve this few frames pair by pair in Python; more in one vectorized sweep
+HEAR_ONE_BY_ONE_UP_TO = 16  # decodable receivers: 3 NumPy calls a frame, or about 20 for a bulk
 PRUNE_SLACK = 16  # finished frames kept beyond twice the unfinished ones before a prune: prunes in bulk
 OFDM_RATES_10MHZ_BPS = (3e6, 4.5e6, 6e6, 9e6, 12e6, 18e6, 24e6, 27e6)
 
@@ -490,22 +493,35 @@ class LinkTable:
 
 @dataclass(eq=False, slots=True)  # not frozen: a frozen dataclass costs 2.5 us more to build
 class Transmission:
-    """One frame on the air. ``receivers`` are node ids, with their faded power and decodability.
+    """One frame on the air. ``receivers`` are node ids (``slots`` their node slots), with
+    their distance and faded power.
 
     ``decodable`` is the link budget alone; :meth:`Channel.finish` removes the receivers
-    that lost the frame to a collision or were transmitting themselves.
+    that lost the frame to a collision or were transmitting themselves. The channel works
+    out which receivers can decode (``index``, ``heard``) only when a collision check needs
+    it, for many frames at once (see :meth:`Channel._hear`).
     """
 
     serial: int
     sender: int
+    sender_slot: int
     sender_position: np.ndarray
+    x: float
+    y: float
     start: float
     end: float
     payload_bytes: int
     receivers: np.ndarray
+    slots: np.ndarray
     distance_m: np.ndarray
     rx_power_dbm: np.ndarray
-    decodable: np.ndarray
+    sensitivity_dbm: float
+    index: np.ndarray | None = None  # positions of the decodable receivers in ``receivers``
+    heard: np.ndarray | None = None  # their node slots
+
+    @property
+    def decodable(self) -> np.ndarray:
+        return self.rx_power_dbm >= self.sensitivity_dbm
 
 
 @dataclass(eq=False, slots=True)
@@ -531,29 +547,6 @@ class Delivery:
         return self.receivers[self._decodable_index[self._lost]]
 
 
-class _OnAir:
-    """The channel's bookkeeping for one tracked frame (see :meth:`Channel._register`)."""
-
-    __slots__ = ("early", "events", "heard", "index", "sender_slot", "x", "y")
-
-    def __init__(
-        self,
-        x: float,
-        y: float,
-        sender_slot: int,
-        index: np.ndarray,
-        heard: np.ndarray,
-        early: np.ndarray,
-        events: np.ndarray,
-    ) -> None:
-        self.x, self.y = x, y
-        self.sender_slot = sender_slot
-        self.index = index  # positions of the decodable receivers in frame.receivers
-        self.heard = heard  # their node slots
-        self.early = early  # lost at the start: the medium there was busy (a frame heard, or its own)
-        self.events = events  # their event counters once this frame was registered
-
-
 class Channel:
     """The shared medium: ongoing and recently ended frames, pruned so work stays O(active).
 
@@ -566,38 +559,45 @@ class Channel:
         yield env.timeout(frame.end - env.now)
         outcome = channel.finish(frame)   # outcome.delivered: ids to hand the message to
 
-    Frames must be registered in non-decreasing start time (as SimPy time is), and
-    :meth:`finish` called at or after the frame's end, so every frame overlapping it is
-    known. Two senders whose backoffs end in the same slot (or less than ``CCA_TIME_S``
-    apart) do not sense each other and collide, as in 802.11. Hidden terminals arise by
-    themselves: carrier sense is judged at the sender, collisions at each receiver.
+    or, when nothing waits for the outcome (broadcast: no acknowledgement), ``channel.end(frame)``
+    at its end and, later, one :meth:`resolve` for every frame ended since the last one.
 
-    Collisions are resolved with per-node arrays, not by comparing frames pairwise. Each
-    node (a *slot*) keeps the end of the latest frame it heard (decodable) or sent, and a
-    counter of such frames. A frame F is lost at a receiver r exactly when another frame
-    heard or sent by r overlaps it: one registered before F that ends after F starts
-    (r's busy end > F.start, read when F is registered), or one registered after F that
-    starts before F ends (r's counter moved on by the time F finishes, less the frames
-    that started at or after F's end). With ``capture_threshold_db`` set, overlapping
-    frames are compared pairwise to sum the interference.
+    Frames must be registered in non-decreasing start time (as SimPy time is), and
+    :meth:`finish` or :meth:`end` called at or after the frame's end, so every frame
+    overlapping it is known. Two senders whose backoffs end in the same slot (or less than
+    ``CCA_TIME_S`` apart) do not sense each other and collide, as in 802.11. Hidden
+    terminals arise by themselves: carrier sense is judged at the sender, collisions at
+    each receiver.
+
+    A frame F is lost at a receiver r exactly when another frame heard (decodable) or
+    sent by r overlaps it in time. Resolved for many frames at once, not frame against
+    frame: every tracked frame near the resolved ones in time contributes one entry per
+    node that heard it or sent it; sorted by (node, start), an entry overlaps another of
+    its node exactly when an earlier one there ends after it starts (a running maximum of
+    ends) or the next one starts before it ends. Why batches: a frame's share of one sort
+    costs a few microseconds, its own dozens of NumPy calls about fifty. With
+    ``capture_threshold_db`` set, overlapping frames are compared pairwise to sum the
+    interference.
     """
 
     def __init__(self, params: RadioParameters = RadioParameters()) -> None:
         self.params = params
-        self._frames: list[Transmission] = []  # unfinished, and finished ones an unfinished one may overlap
-        self._unfinished: dict[int, Transmission] = {}
-        self._on_air: dict[int, _OnAir] = {}  # bookkeeping of the frames in _frames
+        self._frames: list[Transmission] = []  # unresolved, and resolved ones an unresolved one may overlap
+        self._starts: list[float] = []  # their start times (in order: frames register in start order)
+        self._unfinished: dict[int, Transmission] = {}  # on the air: what carrier sense looks at
+        self._unresolved: dict[int, Transmission] = {}  # outcome not computed yet (on the air or ended)
+        self._ended: list[Transmission] = []  # ended, for the next resolve(), in the order they ended
+        self._max_airtime = 0.0  # of every frame registered: how far back an overlapping frame can start
         self._next_serial = 0
         self._latest_start = -math.inf
         self._aifs_s = params.aifs_s
+        self._sensitivity_dbm = float(params.sensitivity_dbm)
         self._airtime: dict[int, float] = {}
         # Carrier sense: mean power >= carrier_sense_dbm; clearly inside or outside this
         # distance needs no power computation (mean power only falls with distance).
         self._sense_m = nominal_range_m(params, params.sensitivity_dbm - params.carrier_sense_dbm)
         self._slot_of: dict[int, int] = {}  # node id -> slot, for transmit()
         self._slots_given: bool | None = None  # transmit_links (caller's slots) or transmit (ours)
-        self._busy_end = np.full(0, -math.inf)  # per slot: end of the latest frame heard or sent
-        self._events = np.zeros(0, dtype=np.int64)  # per slot: frames heard or sent so far
         self._sending_until = np.full(0, -math.inf)  # per slot: end of its latest own frame
         self._draws: BlockDraws | None = None
 
@@ -651,22 +651,21 @@ class Channel:
         """
         x, y = float(position[0]), float(position[1])
         idle_at = now
-        on_air = self._on_air
         for frame in self._unfinished.values():  # a finished frame ended by now: never sensed
-            if frame.start + CCA_TIME_S <= now < frame.end and frame.end > idle_at:
-                sender = on_air[frame.serial]
-                if self._sensed(math.hypot(sender.x - x, sender.y - y)):
-                    idle_at = frame.end
+            if (
+                frame.start + CCA_TIME_S <= now < frame.end
+                and frame.end > idle_at
+                and self._sensed(math.hypot(frame.x - x, frame.y - y))
+            ):
+                idle_at = frame.end
         return idle_at
 
     def reserve_slots(self, count: int) -> None:
         """Make room for node slots 0 .. count - 1 (see :meth:`transmit_links`)."""
-        size = self._events.size
+        size = self._sending_until.size
         if count <= size:
             return
         grown = max(count, 2 * size, 64)
-        self._busy_end = np.concatenate([self._busy_end, np.full(grown - size, -math.inf)])
-        self._events = np.concatenate([self._events, np.zeros(grown - size, dtype=np.int64)])
         self._sending_until = np.concatenate([self._sending_until, np.full(grown - size, -math.inf)])
 
     def _slots(self, ids: list[int]) -> np.ndarray:
@@ -740,7 +739,7 @@ class Channel:
         """
         self._slot_source(True)
         self._check_start(start)
-        if sender_slot >= self._events.size:
+        if sender_slot >= self._sending_until.size:
             self.reserve_slots(sender_slot + 1)
         self._check_sender(sender, sender_slot, start)
         origin = np.array(sender_position, dtype=float).reshape(2)
@@ -770,68 +769,184 @@ class Channel:
         distance: np.ndarray,
         power: np.ndarray,
     ) -> Transmission:
-        params = self.params
-        decodable = power >= params.sensitivity_dbm
         start = float(start)
         end = start + self.airtime_s(payload_bytes)
         frame = Transmission(
-            serial=self._next_serial,
-            sender=int(sender),
-            sender_position=origin,
-            start=start,
-            end=end,
-            payload_bytes=int(payload_bytes),
-            receivers=ids,
-            distance_m=distance,
-            rx_power_dbm=power,
-            decodable=decodable,
+            self._next_serial,
+            int(sender),
+            sender_slot,
+            origin,
+            float(origin[0]),
+            float(origin[1]),
+            start,
+            end,
+            int(payload_bytes),
+            ids,
+            slots,
+            distance,
+            power,
+            self._sensitivity_dbm,
         )
-        index = decodable.nonzero()[0]  # 1-D: flatnonzero without its ravel
-        heard = slots[index]
-        busy_end = self._busy_end[heard]
-        early = busy_end > start
-        np.maximum(busy_end, end, out=busy_end)
-        self._busy_end[heard] = busy_end
-        events = self._events[heard]
-        events += 1
-        self._events[heard] = events
-        # Half duplex: the sender hears nothing while it sends.
-        self._busy_end[sender_slot] = max(float(self._busy_end[sender_slot]), end)
-        self._events[sender_slot] += 1
         self._sending_until[sender_slot] = end
-        self._on_air[frame.serial] = _OnAir(
-            float(origin[0]), float(origin[1]), sender_slot, index, heard, early, events
-        )
         self._next_serial += 1
         self._latest_start = start
+        if end - start > self._max_airtime:
+            self._max_airtime = end - start
         self._frames.append(frame)
+        self._starts.append(start)
         self._unfinished[frame.serial] = frame
+        self._unresolved[frame.serial] = frame
         return frame
 
-    def finish(self, frame: Transmission) -> Delivery:
-        """Resolve collisions for ``frame`` at each receiver and forget what no live frame can overlap."""
+    def _leave_air(self, frame: Transmission) -> None:
         if self._unfinished.pop(frame.serial, None) is None:
             raise ValueError(f"transmission {frame.serial} is not on the air (finished twice?)")
-        air = self._on_air[frame.serial]
-        if self.params.capture_threshold_db is not None:
-            lost = self._lost_with_capture(frame, air)
-        else:
-            later = self._events[air.heard] - air.events  # frames heard or sent since this one started
-            for other in reversed(self._frames):
-                if other.start < frame.end:
-                    break  # frames are kept in start order: the rest overlap or precede this one
-                late = self._on_air[other.serial]  # started at or after this frame's end: no overlap
-                later -= np.isin(air.heard, late.heard) | (air.heard == late.sender_slot)
-            lost = later > 0
-            lost |= air.early
-        if len(self._frames) > 2 * len(self._unfinished) + PRUNE_SLACK:
-            self._prune()
-        return Delivery(frame.receivers, air.index[~lost], air.index, lost)
 
-    def _lost_with_capture(self, frame: Transmission, air: _OnAir) -> np.ndarray:
+    def finish(self, frame: Transmission) -> Delivery:
+        """The frame has ended: its outcome now (frames given to :meth:`end` wait for :meth:`resolve`)."""
+        self._leave_air(frame)
+        return self._resolve([frame])[0]
+
+    def end(self, frame: Transmission) -> None:
+        """The frame has ended; its outcome comes with the next :meth:`resolve`."""
+        self._leave_air(frame)
+        self._ended.append(frame)
+
+    def resolve(self) -> list[tuple[Transmission, Delivery]]:
+        """The outcome of every frame given to :meth:`end` since the last call, in that order."""
+        ended, self._ended = self._ended, []
+        return list(zip(ended, self._resolve(ended), strict=True))
+
+    def _resolve(self, frames: list[Transmission]) -> list[Delivery]:
+        """Outcomes of ended ``frames``; then forget what no unresolved or future frame can overlap."""
+        if not frames:
+            return []
+        for frame in frames:
+            del self._unresolved[frame.serial]
+        nearby = self._nearby(frames)
+        if self.params.capture_threshold_db is not None:
+            losses = [self._lost_with_capture(frame, nearby) for frame in frames]
+        elif len(frames) <= PAIRWISE_UP_TO:  # a unicast awaiting its ACK: the sweep costs ~25 NumPy calls
+            losses = [self._lost_pairwise(frame, nearby) for frame in frames]
+        else:
+            losses = self._lost_to_overlaps(frames, nearby)
+        outcomes = []
+        for frame, lost in zip(frames, losses, strict=True):
+            index = frame.index
+            assert index is not None
+            outcomes.append(Delivery(frame.receivers, index[~lost], index, lost))
+        if len(self._frames) > 2 * len(self._unresolved) + PRUNE_SLACK:
+            self._prune()
+        return outcomes
+
+    def _nearby(self, frames: list[Transmission]) -> list[Transmission]:
+        """Tracked frames that start between the earliest start an overlapping frame can have
+        (no frame lasts longer than ``_max_airtime``) and the latest end of ``frames``."""
+        earliest = min(frame.start for frame in frames) - 2.0 * self._max_airtime  # 2x: rounding margin
+        latest = max(frame.end for frame in frames)
+        return self._frames[bisect_left(self._starts, earliest) : bisect_left(self._starts, latest)]
+
+    def _hear(self, frames: list[Transmission]) -> None:
+        """Set ``index`` and ``heard`` (the decodable receivers) of the frames that lack them.
+
+        Why here and in bulk: a frame's decodable receivers matter only to collision checks,
+        and one comparison over many frames' powers costs what one frame's would.
+        """
+        todo = [frame for frame in frames if frame.index is None]
+        if not todo:
+            return
+        if len(todo) <= HEAR_ONE_BY_ONE_UP_TO:
+            for frame in todo:
+                frame.index = index = (frame.rx_power_dbm >= frame.sensitivity_dbm).nonzero()[0]
+                frame.heard = frame.slots[index]
+            return
+        sizes = np.fromiter((frame.rx_power_dbm.size for frame in todo), np.int64, len(todo))
+        bounds = np.zeros(len(todo) + 1, dtype=np.int64)
+        np.cumsum(sizes, out=bounds[1:])
+        power = np.concatenate([frame.rx_power_dbm for frame in todo])
+        at = (power >= self._sensitivity_dbm).nonzero()[0]
+        cuts = np.searchsorted(at, bounds).tolist()
+        local = at - np.repeat(bounds[:-1], np.diff(cuts))
+        heard = np.concatenate([frame.slots for frame in todo])[at]
+        for i, frame in enumerate(todo):
+            frame.index = local[cuts[i] : cuts[i + 1]]
+            frame.heard = heard[cuts[i] : cuts[i + 1]]
+
+    def _lost_pairwise(self, frame: Transmission, nearby: list[Transmission]) -> np.ndarray:
+        """:meth:`_lost_to_overlaps` for one frame: the nodes that heard or sent an overlapping frame."""
+        self._hear([frame])
+        heard = frame.heard
+        assert heard is not None
+        overlapping = [
+            other
+            for other in nearby
+            if other.start < frame.end and frame.start < other.end and other.serial != frame.serial
+        ]
+        if heard.size == 0 or not overlapping:
+            return np.zeros(heard.size, dtype=bool)
+        self._hear(overlapping)
+        if heard.size == 1:  # a unicast: only its destination can decode it
+            slot = int(heard[0])
+            lost = any(other.sender_slot == slot or slot in other.heard for other in overlapping)  # type: ignore[operator]
+            return np.array([lost])
+        busy: set[int] = set()
+        for other in overlapping:
+            assert other.heard is not None
+            busy.update(other.heard.tolist())
+            busy.add(other.sender_slot)
+        if not busy:
+            return np.zeros(heard.size, dtype=bool)
+        return np.fromiter((slot in busy for slot in heard.tolist()), bool, heard.size)
+
+    def _lost_to_overlaps(self, frames: list[Transmission], nearby: list[Transmission]) -> list[np.ndarray]:
+        """Per frame, per decodable receiver: lost to another frame that receiver heard or sent.
+
+        One entry per (frame, node that heard it) and per (frame, its sender), sorted by
+        (node, start): an entry overlaps an earlier one of its node when the running maximum
+        of the ends before it exceeds its start, a later one when the next entry of its node
+        starts before it ends (entries with equal starts overlap either way, so their order
+        does not matter). Times compare as ranks among the nearby frames' starts and ends,
+        exactly; the sort key and the running maximum are node * ranks + rank, so the
+        maximum restarts at every node.
+        """
+        self._hear(nearby)
+        heard: list[np.ndarray] = [other.heard for other in nearby]  # type: ignore[misc]
+        count = len(nearby)
+        counts = np.fromiter((h.size for h in heard), np.int64, count)
+        starts = np.fromiter((other.start for other in nearby), float, count)
+        ends = np.fromiter((other.end for other in nearby), float, count)
+        heard.append(np.fromiter((other.sender_slot for other in nearby), np.int64, count))
+        times = np.sort(np.concatenate([starts, ends]))
+        start_rank = np.searchsorted(times, starts)
+        end_rank = np.searchsorted(times, ends)
+        ranks = 2 * count + 1
+        entry_start = np.concatenate([np.repeat(start_rank, counts), start_rank])
+        entry_end = np.concatenate([np.repeat(end_rank, counts), end_rank])
+        key = np.concatenate(heard) * ranks
+        key += entry_start
+        order = np.argsort(key)
+        sorted_start = entry_start[order]
+        node_base = key[order] - sorted_start
+        sorted_end = entry_end[order]
+        running = np.maximum.accumulate(node_base + sorted_end)
+        lost_sorted = np.zeros(key.size, dtype=bool)
+        # an earlier entry of the node ends after this one starts; the next one starts before it ends
+        np.greater(running[:-1] - node_base[1:], sorted_start[1:], out=lost_sorted[1:])
+        lost_sorted[:-1] |= (node_base[1:] == node_base[:-1]) & (sorted_start[1:] < sorted_end[:-1])
+        lost = np.empty(key.size, dtype=bool)
+        lost[order] = lost_sorted
+        bounds = np.zeros(count + 1, dtype=np.int64)
+        np.cumsum(counts, out=bounds[1:])
+        at = {other.serial: i for i, other in enumerate(nearby)}
+        return [lost[bounds[at[frame.serial]] : bounds[at[frame.serial] + 1]] for frame in frames]
+
+    def _lost_with_capture(self, frame: Transmission, nearby: list[Transmission]) -> np.ndarray:
         """Pairwise: interference power summed over overlapping frames decodable at each receiver."""
-        ids = frame.receivers[air.index]
-        overlapping = [other for other in self._frames if _overlap(other, frame)]
+        self._hear([frame])
+        index = frame.index
+        assert index is not None
+        ids = frame.receivers[index]
+        overlapping = [other for other in nearby if _overlap(other, frame)]
         sending = np.isin(ids, [other.sender for other in overlapping])  # half duplex
         interfered = np.zeros(ids.size, dtype=bool)
         interference_mw = np.zeros(ids.size)
@@ -842,24 +957,20 @@ class Channel:
             interference_mw[at_frame] += 10.0 ** (other.rx_power_dbm[other.decodable][at_other] / 10.0)
         if interfered.any():
             threshold = self.params.capture_threshold_db
-            power_mw = 10.0 ** (frame.rx_power_dbm[air.index] / 10.0)
+            power_mw = 10.0 ** (frame.rx_power_dbm[index] / 10.0)
             noise_mw = 10.0 ** (self.params.noise_floor_dbm / 10.0)
             interfered &= 10.0 * np.log10(power_mw / (noise_mw + interference_mw)) < threshold
         return sending | interfered
 
     def _prune(self) -> None:
-        unfinished = self._unfinished
+        unresolved = self._unresolved
         # frames are registered in start order and dicts keep insertion order: the first
-        # unfinished frame is the earliest
-        first = next(iter(unfinished.values()), None)
+        # unresolved frame is the earliest
+        first = next(iter(unresolved.values()), None)
         horizon = self._latest_start if first is None else min(first.start, self._latest_start)
-        kept = []
-        for frame in self._frames:
-            if frame.end > horizon or frame.serial in unfinished:
-                kept.append(frame)
-            else:
-                del self._on_air[frame.serial]
+        kept = [frame for frame in self._frames if frame.end > horizon or frame.serial in unresolved]
         self._frames = kept
+        self._starts = [frame.start for frame in kept]
 
 
 def _overlap(first: Transmission, second: Transmission) -> bool:

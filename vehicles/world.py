@@ -83,6 +83,21 @@ class VehicleState:
     unsettled: _Unsettled | None = None  # its last session ended; the world has not read the result yet
 
 
+@dataclass(eq=False, slots=True)
+class _Heard:
+    """A frame that has ended, waiting for :meth:`World._catch_up` (``outcome``: already
+    resolved, for a unicast whose sender needed it at once)."""
+
+    frame: radio.Transmission
+    record: MessageRecord
+    sealed: crypto.Sealed
+    wire: bytes
+    slots: np.ndarray
+    bins: np.ndarray
+    slot_count: int
+    outcome: radio.Delivery | None = None
+
+
 @dataclass
 class _Unsettled:
     """A QKD session that has ended in simulated time whose result the world reads later."""
@@ -222,6 +237,7 @@ class World:
         self._slot_count = 0
         self._energy_cache: dict[tuple[str, int], float] = {}
         self._radio_queues: dict[int, deque[simpy.Event]] = {}  # busy radios: frames waiting their turn
+        self._heard: list[_Heard] = []  # frames ended since the last _catch_up, in the order they ended
 
     # ------------------------------------------------------------------ set-up
     def _place_rsus(self, count: int) -> np.ndarray:
@@ -330,14 +346,17 @@ class World:
                 self.wall_clock.append((t, time.perf_counter() - started))
                 if self.progress:
                     self.progress(t / duration)
+            self._catch_up()
             for index in range(self.scenario.rsus):  # sessions that ended before the end count
                 self._settle(index)
+            self._catch_up()
             self.reception.settle()  # the last frames' verdicts
         self.run_s = time.perf_counter() - started
 
     def traffic(self) -> Any:
         while True:
             yield self.env.timeout(STEP_S)
+            self._catch_up()
             self.reception.flush()  # this step's frames to the worker, the step before's verdicts in
             events = self.road.step(STEP_S)
             for vehicle_id in events.exited.tolist():
@@ -595,17 +614,49 @@ class World:
         else:
             self.metrics.energy_radio_j += float(radio.tx_energy_j(bits, float(distances.max(initial=1.0))))
         yield self.env.timeout(frame.end - self.env.now)
-        outcome = self.channel.finish(frame)
-        index = outcome.delivered_index
-        self.metrics.energy_radio_j += self._radio_energy("rx", bits) * int(index.size)
-        if index.size == 0:
+        heard = _Heard(frame, record, sealed, wire, slots, bins, slot_count)
+        if destination is None:  # broadcast: no acknowledgement waits for the outcome
+            self.channel.end(frame)
+            self._heard.append(heard)
             return False
-        # The replay attacker keeps the first frame it hears whenever its store is empty,
-        # and 1% of the others (up to 64), so there is something to replay every second.
-        if not self._captured or (len(self._captured) < 64 and self._attacker_rng.random() < 0.01):
-            self._captured.append((sealed, int(outcome.delivered[0])))
-        self._receive(record, sealed, wire, slots[index], bins[index], slot_count)
-        return True
+        heard.outcome = self.channel.finish(frame)  # the sender's ACK depends on it
+        self._heard.append(heard)
+        return heard.outcome.delivered_index.size > 0
+
+    def _catch_up(self) -> None:
+        """Receive every frame that has ended, in the order they ended, as of its end.
+
+        Why deferred: the channel resolves a step's broadcasts in one batch (see
+        radio.Channel). Nothing a frame's receivers do feeds back into the world before the
+        next catch-up, which comes before anything that reads or changes what reception
+        depends on: each mobility step, every ledger-view change, the replay attacker's turn
+        and the end of the run. Validation reads the view as of the frame's end.
+        """
+        if not self._heard:
+            return
+        outcomes = {frame.serial: outcome for frame, outcome in self.channel.resolve()}
+        heard_list, self._heard = self._heard, []
+        for heard in heard_list:
+            frame = heard.frame
+            outcome = heard.outcome or outcomes[frame.serial]
+            index = outcome.delivered_index
+            bits = 8 * heard.record.air_bytes
+            self.metrics.energy_radio_j += self._radio_energy("rx", bits) * int(index.size)
+            if index.size == 0:
+                continue
+            # The replay attacker keeps the first frame it hears whenever its store is empty,
+            # and 1% of the others (up to 64), so there is something to replay every second.
+            if not self._captured or (len(self._captured) < 64 and self._attacker_rng.random() < 0.01):
+                self._captured.append((heard.sealed, int(outcome.delivered[0])))
+            self._receive(
+                heard.record,
+                heard.sealed,
+                heard.wire,
+                heard.slots[index],
+                heard.bins[index],
+                heard.slot_count,
+                frame.end,
+            )
 
     def _radio_energy(self, way: str, bits: int) -> float:
         """Broadcast transmit energy (over the nominal range) or receive energy, cached per size."""
@@ -627,14 +678,14 @@ class World:
         slots: np.ndarray,
         bins: np.ndarray,
         slot_count: int,
+        now: float,
     ) -> None:
         """The receivers (node ``slots`` below ``slot_count``, PDR distance ``bins``) that
-        decoded the frame: ledger validation now, then the frame is opened once for all."""
-        reason = self._validate(sealed)
+        decoded the frame at ``now``: ledger validation, then the frame is opened once for all."""
+        reason = self._validate(sealed, now)
         if reason != "ok":
             self.metrics.rejected(record, reason, int(slots.size))
             return
-        now = self.env.now
         self.reception.open(
             wire, lambda verdict: self._opened(verdict, record, sealed, slots, bins, now, slot_count)
         )
@@ -681,9 +732,10 @@ class World:
         newest[slots[fresh]] = seq
         return fresh
 
-    def _validate(self, sealed: crypto.Sealed) -> str:
-        """Ledger validation of every key id the frame depends on: "ok" or the reason not."""
-        now = self._chain_now(self.env.now)
+    def _validate(self, sealed: crypto.Sealed, at: float | None = None) -> str:
+        """Ledger validation, as of simulated time ``at`` (default: now), of every key id the
+        frame depends on: "ok" or the reason not."""
+        now = self._chain_now(self.env.now if at is None else at)
         for key_id in sealed.header.key_ids:
             t0 = time.perf_counter_ns()
             ok, reason = self.view.validate(key_id, None, now)
@@ -838,7 +890,7 @@ class World:
         except LedgerError as exc:
             self.metrics.drops[f"ledger-refused:{type(exc).__name__}"] += 1
             return
-        self.view.sync()
+        self._sync_view()
         self._deliver(state, result, record, row)
 
     def _deliver(
@@ -874,7 +926,7 @@ class World:
             return
         self.metrics.ledger_transactions += 1
         self.metrics.ledger_records += len(anchored)
-        self.view.sync()
+        self._sync_view()
         for item in anchored:
             state, result, record, row = self._awaiting_anchor.pop(item.key_id)
             self._awaiting_vehicles.discard(state.vehicle_id)
@@ -884,6 +936,12 @@ class World:
                 self.metrics.drops[f"ledger-refused:{verdict}"] += 1
                 continue
             self._deliver(state, result, record, row)
+
+    def _sync_view(self) -> None:
+        """Bring the ledger view up to date with the chain, once every frame that ended
+        before now has been validated against the view as it was."""
+        self._catch_up()
+        self.view.sync()
 
     def anchoring(self) -> Any:
         """Key managers anchor a batch once its oldest record has waited ``anchor_age_s``."""
@@ -899,7 +957,7 @@ class World:
     def ledger_watch(self) -> Any:
         while True:
             yield self.env.timeout(LEDGER_SYNC_S)
-            self.view.sync()
+            self._sync_view()
             self.metrics.ledger_samples.append((self.env.now, self.metrics.ledger_records))
 
     def pool_sampler(self) -> Any:
@@ -930,6 +988,7 @@ class World:
         """An attacker re-broadcasts frames it captured earlier: receivers must refuse them."""
         while True:
             yield self.env.timeout(1.0)
+            self._catch_up()  # what it has heard by now
             if not self._captured:
                 continue
             sealed, receiver = self._captured.pop(0)
@@ -944,7 +1003,7 @@ class World:
                 key_id=None,
                 expected=0,
             )
-            reason = self._validate(sealed)
+            reason = self._validate(sealed, self.env.now)
             if reason != "ok":
                 self.metrics.rejected(record, reason)
                 continue
