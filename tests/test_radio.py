@@ -18,6 +18,7 @@ from vehicles.radio import (
     CCA_TIME_S,
     Channel,
     LinkTable,
+    NeighbourList,
     RadioParameters,
     SpatialGrid,
     airtime_s,
@@ -340,6 +341,29 @@ def test_link_table_rows_equal_grid_queries(points: list[tuple[float, float]], r
         distance = np.hypot(*(where - positions[index]).T) if expected.size else np.zeros(0)
         assert np.array_equal(table.distance_m[links], distance)
         assert np.array_equal(table.mean_rx_dbm[links], mean_rx_power_dbm(distance, DEFAULT))
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_neighbour_list_tables_equal_fresh_link_tables(seed: int) -> None:
+    """Points drift (some steps far, so the list must rebuild), and now and then one is
+    swapped for another id; every step's table is exactly a fresh LinkTable's."""
+    rng = np.random.default_rng(seed)
+    count, reach = 60, 150.0
+    positions = rng.uniform(0.0, 800.0, (count, 2))
+    ids = np.arange(count)
+    neighbours = NeighbourList(reach, skin_m=20.0)
+    for step in range(40):
+        jump = 30.0 if rng.random() < 0.1 else 3.0
+        positions = positions + rng.uniform(-jump, jump, positions.shape)
+        if rng.random() < 0.1:
+            ids = ids.copy()
+            ids[int(rng.integers(count))] = 1000 + step
+        table = neighbours.table(positions, ids, DEFAULT)
+        fresh = LinkTable(SpatialGrid(positions, reach), reach, DEFAULT)
+        for name in ("source", "target", "bounds", "distance_m", "mean_rx_dbm"):
+            assert np.array_equal(getattr(table, name), getattr(fresh, name)), (step, name)
+        assert np.array_equal(table.pair_distance_m[table.pair], fresh.distance_m)
+    assert 1 < neighbours.rebuilds < 40  # reused between rebuilds, rebuilt when it had to be
 
 
 def _pairwise_outcome(frames: list, finish_order: list[int]) -> dict[int, tuple[set[int], set[int]]]:

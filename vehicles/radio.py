@@ -463,22 +463,42 @@ class LinkTable:
 
     def __init__(self, grid: SpatialGrid, radius: float, params: RadioParameters = RadioParameters()) -> None:
         low, high = grid._close_pairs(radius)
-        count = max(len(grid), 1)
         points = grid.positions
         # Per unordered pair first (both directions share distance and mean power exactly:
         # hypot of negated differences is the same number), then spread to ordered links.
-        self.pair_distance_m = np.hypot(points[high, 0] - points[low, 0], points[high, 1] - points[low, 1])
-        pair_mean_rx_dbm = mean_rx_power_dbm(self.pair_distance_m, params)
-        key = np.concatenate([low * count + high, high * count + low])
-        order = np.argsort(key)  # the keys are distinct: every sort gives the (source, target) order
-        key = key[order]
-        self.source = key // count
-        self.target = key - self.source * count
-        self.pair = order if low.size == 0 else order % low.size  # each link's unordered pair
-        self.bounds = np.zeros(len(grid) + 1, dtype=np.int64)
-        np.cumsum(np.bincount(self.source, minlength=len(grid)), out=self.bounds[1:])
-        self.distance_m = self.pair_distance_m[self.pair]
-        self.mean_rx_dbm = pair_mean_rx_dbm[self.pair]
+        distance = np.hypot(points[high, 0] - points[low, 0], points[high, 1] - points[low, 1])
+        source, target, pair = _ordered_links(low, high, len(grid))
+        self._fill(len(grid), source, target, pair, distance, params)
+
+    @classmethod
+    def _of_links(
+        cls,
+        count: int,
+        source: np.ndarray,
+        target: np.ndarray,
+        pair: np.ndarray,
+        pair_distance_m: np.ndarray,
+        params: RadioParameters,
+    ) -> LinkTable:
+        table = cls.__new__(cls)
+        table._fill(count, source, target, pair, pair_distance_m, params)
+        return table
+
+    def _fill(
+        self,
+        count: int,
+        source: np.ndarray,
+        target: np.ndarray,
+        pair: np.ndarray,
+        pair_distance_m: np.ndarray,
+        params: RadioParameters,
+    ) -> None:
+        self.source, self.target, self.pair = source, target, pair
+        self.pair_distance_m = pair_distance_m
+        self.bounds = np.zeros(count + 1, dtype=np.int64)
+        np.cumsum(np.bincount(source, minlength=count), out=self.bounds[1:])
+        self.distance_m = pair_distance_m[pair]
+        self.mean_rx_dbm = mean_rx_power_dbm(pair_distance_m, params)[pair]
 
     def __len__(self) -> int:
         return int(self.target.size)
@@ -486,6 +506,78 @@ class LinkTable:
     def of(self, index: int) -> slice:
         """The entries of point ``index``'s links."""
         return slice(int(self.bounds[index]), int(self.bounds[index + 1]))
+
+
+def _ordered_links(
+    low: np.ndarray, high: np.ndarray, count: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Both directions of every unordered pair (low, high), sorted by (source, target):
+    source, target, and each link's pair (its index in ``low``)."""
+    stride = max(count, 1)
+    key = np.concatenate([low * stride + high, high * stride + low])
+    order = np.argsort(key)  # the keys are distinct: every sort gives the (source, target) order
+    key = key[order]
+    source = key // stride
+    return source, key - source * stride, order if low.size == 0 else order % low.size
+
+
+class NeighbourList:
+    """:class:`LinkTable` for points that move a little between calls: a Verlet list.
+
+    Why: vehicles move a few metres a mobility step, and finding the pairs within reach
+    (grid query, sort) costs more than measuring again the distances of pairs already
+    known. At a rebuild it keeps every pair within ``radius + skin_m``, with their links
+    in table order; :meth:`table` then filters them by the current distance, with the
+    test ``SpatialGrid`` uses. No pair outside the list can be within ``radius`` while no
+    point has moved more than ``skin_m / 2`` since the rebuild, so the table is exactly
+    ``LinkTable(SpatialGrid(positions, ...), radius)``; it rebuilds once one has, or when
+    the points are not the same ones (``ids``).
+    """
+
+    def __init__(self, radius: float, skin_m: float) -> None:
+        if not (math.isfinite(radius) and radius >= 0 and math.isfinite(skin_m) and skin_m >= 0):
+            raise ValueError(f"radius and skin_m must be >= 0, got {radius!r} and {skin_m!r}")
+        self.radius = float(radius)
+        self.skin_m = float(skin_m)
+        self.rebuilds = 0
+        self._ids: np.ndarray | None = None
+        self._reference = np.zeros((0, 2))
+        self._low = self._high = self._source = self._target = self._pair = np.zeros(0, dtype=np.int64)
+
+    def table(self, positions: np.ndarray, ids: np.ndarray, params: RadioParameters) -> LinkTable:
+        points = np.asarray(positions, dtype=float)
+        if not self._still_valid(points, ids):
+            self._rebuild(points, ids)
+        low, high = self._low, self._high
+        dx = points[high, 0] - points[low, 0]
+        dy = points[high, 1] - points[low, 1]
+        close = dx * dx + dy * dy <= self.radius * self.radius
+        kept = np.cumsum(close) - 1  # a kept pair's index among the kept ones
+        links = close[self._pair]
+        return LinkTable._of_links(
+            len(points),
+            self._source[links],
+            self._target[links],
+            kept[self._pair[links]],
+            np.hypot(dx[close], dy[close]),
+            params,
+        )
+
+    def _still_valid(self, points: np.ndarray, ids: np.ndarray) -> bool:
+        if self._ids is None or ids.shape != self._ids.shape or not np.array_equal(ids, self._ids):
+            return False
+        moved = points - self._reference
+        limit = self.skin_m / 2.0 * (1.0 - 1e-9)  # a hair inside, for rounding in the distances
+        return bool(np.max(moved[:, 0] ** 2 + moved[:, 1] ** 2, initial=0.0) <= limit * limit)
+
+    def _rebuild(self, points: np.ndarray, ids: np.ndarray) -> None:
+        reach = self.radius + self.skin_m
+        grid = SpatialGrid(points, reach if reach > 0 else 1.0)
+        self._low, self._high = grid._close_pairs(reach)
+        self._source, self._target, self._pair = _ordered_links(self._low, self._high, len(points))
+        self._ids = np.array(ids, copy=True)
+        self._reference = points.copy()
+        self.rebuilds += 1
 
 
 # ---- the shared channel -------------------------------------------------------------------

@@ -61,6 +61,7 @@ KEY_RETRY_S = 1.0  # after a session that gave no key, the link gets this long t
 AUTO_WORKERS_FROM_VEHICLES = 100  # smaller fleets run few sessions: not worth starting workers
 AUTO_SESSION_WORKERS = 2
 ANCHOR_POLL_S = 0.05  # how often key managers check their batch's age
+NEIGHBOUR_SKIN_M = 60.0  # links are found again once a node has moved 30 m (about 10 steps)
 CANDIDATE_MARGIN_DB = 6.0  # query radius: a fade beyond +6 dB reaches a receiver 3% of the time
 UNICAST_RETRIES = 3
 GC_THRESHOLDS = (50_000, 20, 50)  # see _fewer_collections
@@ -218,7 +219,9 @@ class World:
         self.wall_clock: list[tuple[float, float]] = []
         self.revoked_at: float | None = None
         self._message_ids = 0
-        self._grid: radio.SpatialGrid | None = None
+        self._step = 0  # counts mobility steps: links are built once per step
+        # Pairs within reach, kept across steps while nobody has moved half the skin.
+        self._neighbours = radio.NeighbourList(self.query_radius_m, skin_m=NEIGHBOUR_SKIN_M)
         self._grid_ids = np.zeros(0, dtype=np.int64)
         self._grid_positions = np.zeros((0, 2))
         self._rsu_busy = [simpy.Resource(self.env, capacity=1) for _ in range(scenario.rsus)]
@@ -231,7 +234,7 @@ class World:
         # The attacker's own draws: which frames it keeps does not shift the world's stream.
         self._attacker_rng = np.random.default_rng(scenario.seed + 3)
         # Frame path (see _build_links, _row): per-step links and rows, cached energies.
-        self._links_grid: radio.SpatialGrid | None = None
+        self._links_step = -1
         self._rows_of: np.ndarray | None = None
         self._rows: dict[int, int] = {}
         self._slot_count = 0
@@ -371,7 +374,7 @@ class World:
         traffic = self.road.traffic
         self._grid_ids = np.concatenate([traffic.ids, self.rsu_ids])
         self._grid_positions = np.vstack([traffic.positions(), self.rsu_positions])
-        self._grid = radio.SpatialGrid(self._grid_positions, self.query_radius_m)
+        self._step += 1
 
     def _build_links(self) -> None:
         """This step's radio links, for every sender at once (nodes hold still until the next step).
@@ -380,8 +383,7 @@ class World:
         mean received power and PDR distance bin; ``_link_in_range`` counts the links within
         the nominal range before each entry. ``_on_air`` reads a sender's row as slices.
         """
-        assert self._grid is not None
-        table = radio.LinkTable(self._grid, self.query_radius_m, self.radio_params)
+        table = self._neighbours.table(self._grid_positions, self._grid_ids, self.radio_params)
         ids = self._grid_ids
         slots = np.where(ids >= RSU_ID_BASE, ids - RSU_ID_BASE, ids + self.scenario.rsus)
         self._grid_slots = slots.tolist()
@@ -399,7 +401,7 @@ class World:
         # frames of the step draw their own.
         self._link_power = self.channel.faded_dbm(table.mean_rx_dbm, table.distance_m, self.rng)
         self._link_power_unused = bytearray(b"\x01") * len(ids)
-        self._links_grid = self._grid
+        self._links_step = self._step
 
     def _row(self, vehicle_id: int) -> int | None:
         """The vehicle's row in the road's arrays, or None once it has left (a dict per population)."""
@@ -562,7 +564,7 @@ class World:
     ) -> Any:
         """Transmit one frame from the sender's grid ``row``; at its end, validate, decrypt and
         count it at every receiver. Candidates are the sender's links of this step."""
-        if self._links_grid is not self._grid:
+        if self._links_step != self._step:
             self._build_links()
         slot_count = self._slot_count  # numbers this step's slots: the grid may change on the air
         lo, hi = self._link_bounds[row], self._link_bounds[row + 1]
