@@ -470,20 +470,6 @@ class LinkTable:
         source, target, pair = _ordered_links(low, high, len(grid))
         self._fill(len(grid), source, target, pair, distance, params)
 
-    @classmethod
-    def _of_links(
-        cls,
-        count: int,
-        source: np.ndarray,
-        target: np.ndarray,
-        pair: np.ndarray,
-        pair_distance_m: np.ndarray,
-        params: RadioParameters,
-    ) -> LinkTable:
-        table = cls.__new__(cls)
-        table._fill(count, source, target, pair, pair_distance_m, params)
-        return table
-
     def _fill(
         self,
         count: int,
@@ -554,7 +540,8 @@ class NeighbourList:
         close = dx * dx + dy * dy <= self.radius * self.radius
         kept = np.cumsum(close) - 1  # a kept pair's index among the kept ones
         links = close[self._pair]
-        return LinkTable._of_links(
+        table = LinkTable.__new__(LinkTable)  # the links are known: no grid query
+        table._fill(
             len(points),
             self._source[links],
             self._target[links],
@@ -562,6 +549,7 @@ class NeighbourList:
             np.hypot(dx[close], dy[close]),
             params,
         )
+        return table
 
     def _still_valid(self, points: np.ndarray, ids: np.ndarray) -> bool:
         if self._ids is None or ids.shape != self._ids.shape or not np.array_equal(ids, self._ids):
