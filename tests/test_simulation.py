@@ -282,6 +282,8 @@ def test_bench_sim_quick_reports_its_fields(capsys: pytest.CaptureFixture[str]) 
         assert report[field] > 0, field
     assert [row["vehicles"] for row in report["scaling"]] == [20, 40]
     assert all(row["frames"] > 0 and row["events"] > 0 for row in report["scaling"])
+    # one thread cannot use more CPU than the wall time it ran (1 ms: clock granularity)
+    assert all(0 < row["main_cpu_s"] <= row["run_s"] + 1e-3 for row in report["scaling"])
 
 
 def test_bench_sim_runs_the_sizes_asked_for(capsys: pytest.CaptureFixture[str]) -> None:

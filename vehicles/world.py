@@ -202,6 +202,7 @@ class World:
         self.revoked_vehicle: int | None = None
         self.setup_s = 0.0
         self.run_s = 0.0
+        self.run_cpu_s = 0.0  # CPU time of the simulating thread during run_s (not its waits)
         self.qkd_wall_s = 0.0  # wall time spent running or waiting for QKD sessions (not simulated)
         # RSUs' sessions share Aer jobs through two shot banks (a job's fixed cost was most of
         # a session's quantum stage), on worker processes for large fleets (qkd.service).
@@ -327,7 +328,7 @@ class World:
         self.reception.wait_ready()
         self.setup_s = time.perf_counter() - started
         self.ledger_setup_s = self.metrics.ledger_wall_s  # the starting fleet's registrations
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.thread_time()
         self.env.process(self.traffic())
         self.env.process(self.ledger_watch())
         if self.batchers:
@@ -355,6 +356,7 @@ class World:
             self._catch_up()
             self.reception.settle()  # the last frames' verdicts
         self.run_s = time.perf_counter() - started
+        self.run_cpu_s = time.thread_time() - cpu_started
 
     def traffic(self) -> Any:
         while True:
