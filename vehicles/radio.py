@@ -958,11 +958,7 @@ class Channel:
         self._hear([frame])
         heard = frame.heard
         assert heard is not None
-        overlapping = [
-            other
-            for other in nearby
-            if other.start < frame.end and frame.start < other.end and other.serial != frame.serial
-        ]
+        overlapping = [other for other in nearby if _overlap(other, frame)]
         if heard.size == 0 or not overlapping:
             return np.zeros(heard.size, dtype=bool)
         self._hear(overlapping)
@@ -975,8 +971,6 @@ class Channel:
             assert other.heard is not None
             busy.update(other.heard.tolist())
             busy.add(other.sender_slot)
-        if not busy:
-            return np.zeros(heard.size, dtype=bool)
         return np.fromiter((slot in busy for slot in heard.tolist()), bool, heard.size)
 
     def _lost_to_overlaps(self, frames: list[Transmission], nearby: list[Transmission]) -> list[np.ndarray]:

@@ -93,8 +93,7 @@ class _Heard:
     record: MessageRecord
     sealed: crypto.Sealed
     wire: bytes
-    slots: np.ndarray
-    bins: np.ndarray
+    bins: np.ndarray  # the PDR distance bins of the frame's receivers
     slot_count: int
     outcome: radio.Delivery | None = None
 
@@ -350,9 +349,8 @@ class World:
                 self.wall_clock.append((t, time.perf_counter() - started))
                 if self.progress:
                     self.progress(t / duration)
-            self._catch_up()
             for index in range(self.scenario.rsus):  # sessions that ended before the end count
-                self._settle(index)
+                self._settle(index)  # any ledger-view change catches up first (_sync_view)
             self._catch_up()
             self.reception.settle()  # the last frames' verdicts
         self.run_s = time.perf_counter() - started
@@ -618,7 +616,7 @@ class World:
         else:
             self.metrics.energy_radio_j += float(radio.tx_energy_j(bits, float(distances.max(initial=1.0))))
         yield self.env.timeout(frame.end - self.env.now)
-        heard = _Heard(frame, record, sealed, wire, slots, bins, slot_count)
+        heard = _Heard(frame, record, sealed, wire, bins, slot_count)
         if destination is None:  # broadcast: no acknowledgement waits for the outcome
             self.channel.end(frame)
             self._heard.append(heard)
@@ -656,7 +654,7 @@ class World:
                 heard.record,
                 heard.sealed,
                 heard.wire,
-                heard.slots[index],
+                frame.slots[index],
                 heard.bins[index],
                 heard.slot_count,
                 frame.end,
@@ -1007,7 +1005,7 @@ class World:
                 key_id=None,
                 expected=0,
             )
-            reason = self._validate(sealed, self.env.now)
+            reason = self._validate(sealed)
             if reason != "ok":
                 self.metrics.rejected(record, reason)
                 continue
