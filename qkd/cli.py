@@ -83,6 +83,11 @@ def _usage(fn: Callable[[], Any]) -> Any:
 @click.option(
     "--seed", type=click.IntRange(min=0), default=None, help="Seed: the same seed gives the same run."
 )
+@click.option(
+    "--skip-discarded",
+    is_flag=True,
+    help="BB84: skip the outcomes sifting discards (same key distribution, about half the Aer work).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def qkd(
     signals: int,
@@ -98,6 +103,7 @@ def qkd(
     eps_cor: float,
     sample_fraction: float,
     seed: int | None,
+    skip_discarded: bool,
     as_json: bool,
 ) -> None:
     """Run one QKD session (BB84 or E91 on Qiskit Aer) and report it."""
@@ -123,6 +129,7 @@ def qkd(
             eps_cor=eps_cor,
             sample_fraction=sample_fraction,
             seed=seed,
+            simulate_discarded=not skip_discarded,
         )
     )
     with progress_bar(enabled=err.is_terminal and signals >= 200_000) as update:

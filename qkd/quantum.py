@@ -61,6 +61,10 @@ class BB84Signals:
     uniformly random bit. ``eve_bases``/``eve_bits`` are Eve's records where she intercepted
     (her bit is simulated only where Bob detected the resent photon, the only place it
     matters for the key); they are for analysis and never enter the protocol.
+
+    Without ``discarded_simulated``, the photons Bob detected in the other basis than
+    Alice's (sifting discards them unread) were not simulated: their ``bob_bits`` and
+    ``eve_bits`` read 0.
     """
 
     alice_bits: np.ndarray  # uint8
@@ -74,6 +78,7 @@ class BB84Signals:
     signal_detected: np.ndarray | None = None  # bool, the click was the photon, not a dark count
     eve_bases: np.ndarray | None = None  # uint8, meaningful where eve_intercepted
     eve_bits: np.ndarray | None = None  # uint8, meaningful where eve_intercepted & signal_detected
+    discarded_simulated: bool = True  # False: outcomes that sifting discards were not simulated
 
 
 # --- circuits -------------------------------------------------------------------------------
@@ -200,8 +205,8 @@ class ShotBank:
 
     Why: an Aer job costs 5-15 ms however few shots it has, and a simulator that runs
     hundreds of sessions of a few thousand detected signals each pays that per session.
-    The bank runs one job for all classes of a family under one noise model with at least
-    ``refill_outcomes`` outcomes per class, keeps only the outcome counts, and gives each
+    The bank runs one job for the classes of a family asked for under one noise model, with
+    at least ``refill_outcomes`` outcomes per class, keeps only the outcome counts, and gives each
     request a uniformly random subset of what is left (a multivariate hypergeometric draw).
     The pooled outcomes are i.i.d., so a subset is distributed exactly as a fresh job's
     outcomes and successive requests are independent: every outcome is still an Aer shot,
@@ -221,8 +226,9 @@ class ShotBank:
         self.refill_outcomes = int(refill_outcomes)
         self.threads = int(threads)
         self._rng = np.random.default_rng(seed)
-        # (family, id(noise model)) -> (the noise model, kept alive so its id stays unique; counts)
-        self._pools: dict[tuple[ClassCircuits, int], tuple[NoiseModel | None, np.ndarray]] = {}
+        # (family, id(noise model)) -> (the noise model, kept alive so its id stays unique;
+        # counts per class and category; which classes any request has asked for)
+        self._pools: dict[tuple[ClassCircuits, int], tuple[NoiseModel | None, np.ndarray, np.ndarray]] = {}
         self.jobs = 0  # Aer jobs run
         self.outcomes_simulated = 0  # outcomes those jobs produced (all classes)
         self.outcomes_served = 0
@@ -234,11 +240,21 @@ class ShotBank:
         sizes: np.ndarray,
         rng: np.random.Generator,
     ) -> np.ndarray:
-        """Counts per category of ``sizes[c]`` fresh outcomes of every class c (rows: classes)."""
+        """Counts per category of ``sizes[c]`` fresh outcomes of every class c (rows: classes).
+
+        A refill simulates the classes that requests have asked for so far: callers that
+        never ask for some classes (a stage that skips the outcomes sifting discards) do not
+        pay for them.
+        """
         key = (family, id(noise_model))
         if key not in self._pools:
-            self._pools[key] = (noise_model, np.zeros((family.classes, family.categories), dtype=np.int64))
-        pool = self._pools[key][1]
+            self._pools[key] = (
+                noise_model,
+                np.zeros((family.classes, family.categories), dtype=np.int64),
+                np.zeros(family.classes, dtype=bool),
+            )
+        _, pool, asked = self._pools[key]
+        asked |= sizes > 0
         kept = np.zeros((family.classes, family.categories), dtype=np.int64)
         for class_id in np.flatnonzero(sizes).tolist():
             need = int(sizes[class_id])
@@ -246,7 +262,7 @@ class ShotBank:
                 kept[class_id] += pool[class_id]
                 need -= int(pool[class_id].sum())
                 pool[class_id] = 0
-                self._refill(family, noise_model, pool, need)
+                self._refill(family, noise_model, pool, np.flatnonzero(asked).tolist(), need)
             drawn = rng.multivariate_hypergeometric(pool[class_id], need)
             pool[class_id] -= drawn
             kept[class_id] += drawn
@@ -254,13 +270,18 @@ class ShotBank:
         return kept
 
     def _refill(
-        self, family: ClassCircuits, noise_model: NoiseModel | None, pool: np.ndarray, need: int
+        self,
+        family: ClassCircuits,
+        noise_model: NoiseModel | None,
+        pool: np.ndarray,
+        classes: list[int],
+        need: int,
     ) -> None:
         shots = -(-max(self.refill_outcomes, need) // family.lanes)
         seed = int(self._rng.integers(0, 2**31 - 1))
-        pool += family.simulate(list(range(family.classes)), shots, noise_model, seed, self.threads)
+        pool[classes] += family.simulate(classes, shots, noise_model, seed, self.threads)
         self.jobs += 1
-        self.outcomes_simulated += shots * family.lanes * family.classes
+        self.outcomes_simulated += shots * family.lanes * len(classes)
 
 
 def sample_by_class(
@@ -381,6 +402,7 @@ def _simulate_chunk(
     eve_fraction: float,
     rng: np.random.Generator,
     bank: ShotBank | None,
+    simulate_discarded: bool = True,
 ) -> dict[str, np.ndarray]:
     """All per-signal arrays of one chunk, named as the fields of :class:`BB84Signals`."""
     draws = _draw(n, channel, eve_fraction, rng)
@@ -388,7 +410,10 @@ def _simulate_chunk(
     sent_bases = draws.alice_bases.copy()
     eve_bits = np.zeros(n, dtype=np.uint8)
 
-    intercepted = np.flatnonzero(draws.eve_intercepted & draws.signal_detected)
+    arrived_mask = draws.signal_detected  # the photons whose outcome is simulated
+    if not simulate_discarded:
+        arrived_mask = arrived_mask & (draws.alice_bases == draws.bob_bases)
+    intercepted = np.flatnonzero(draws.eve_intercepted & arrived_mask)
     if intercepted.size:
         eve_classes = (
             draws.alice_bits[intercepted]
@@ -400,7 +425,7 @@ def _simulate_chunk(
         sent_bases[intercepted] = draws.eve_bases[intercepted]
 
     bob_bits = np.zeros(n, dtype=np.uint8)
-    arrived = np.flatnonzero(draws.signal_detected)
+    arrived = np.flatnonzero(arrived_mask)
     classes = (sent_bits | (sent_bases << 1) | (draws.bob_bases << 2))[arrived]  # one gather, not three
     bob_bits[arrived] = sample_by_class(classes, BB84_CHANNEL, noise_model=noise_model, rng=rng, bank=bank)
     dark_only = draws.detected & ~draws.signal_detected
@@ -416,6 +441,7 @@ def prepare_and_measure(
     seed: int | None = None,
     progress: Progress | None = None,
     bank: ShotBank | None = None,
+    simulate_discarded: bool = True,
 ) -> BB84Signals:
     """Run the BB84 quantum stage for ``n_signals`` signals over ``channel``.
 
@@ -423,15 +449,29 @@ def prepare_and_measure(
     basis. The same ``seed`` gives identical arrays (with a ``bank``: the same seed and the
     same bank state); ``progress(done, total)`` is called after every chunk of
     :data:`CHUNK_SIGNALS` signals.
+
+    ``simulate_discarded=False`` skips the Aer outcomes of detected photons that Bob
+    measured in the other basis than Alice's. Sifting discards them before anyone reads
+    them, so the sifted keys, every statistic and every abort of a session are distributed
+    exactly as with them, and the classical draws (bits, bases, detections) are the same
+    for a seed; about half of the Aer work goes. Callers that only want keys (the vehicle
+    simulator) use it; analyses of the raw record keep the default.
     """
     _check_arguments(n_signals, eve_fraction)
     n_signals = int(n_signals)
     rng = np.random.default_rng(seed)
     noise_model = channel.noise_model()
     arrays = run_in_chunks(
-        n_signals, lambda size: _simulate_chunk(size, channel, noise_model, eve_fraction, rng, bank), progress
+        n_signals,
+        lambda size: _simulate_chunk(size, channel, noise_model, eve_fraction, rng, bank, simulate_discarded),
+        progress,
     )
-    return BB84Signals(signals=n_signals, noise_description=channel.noise_description(), **arrays)
+    return BB84Signals(
+        signals=n_signals,
+        noise_description=channel.noise_description(),
+        discarded_simulated=simulate_discarded,
+        **arrays,
+    )
 
 
 def naive_prepare_and_measure(

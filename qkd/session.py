@@ -52,6 +52,9 @@ class SessionConfig:
     sample_fraction: float = 0.1
     qber_threshold: float = 0.11
     seed: int | None = None
+    # BB84 only. False: the outcomes that sifting discards are not simulated (see
+    # qkd.quantum.prepare_and_measure): the same distribution of keys for half the Aer work.
+    simulate_discarded: bool = True
 
     def __post_init__(self) -> None:
         if self.protocol not in PROTOCOLS:
@@ -74,6 +77,11 @@ class SessionConfig:
             raise ValueError(f"QBER threshold must lie in (0, 0.5], got {self.qber_threshold}")
         if self.seed is not None and self.seed < 0:
             raise ValueError(f"seed must be a non-negative integer, got {self.seed}")
+        if not self.simulate_discarded and self.protocol != "bb84":
+            raise ValueError(
+                f"simulate_discarded=False is for BB84 only: {self.protocol} tests Bell "
+                "correlations on the rounds its key discards"
+            )
 
 
 @dataclass(frozen=True)
@@ -225,7 +233,12 @@ def run_session(
         signals = clock.run(
             "quantum",
             lambda: quantum.prepare_and_measure(
-                config.signals, config.channel, eve_fraction=config.eve_fraction, seed=quantum_seed, bank=bank
+                config.signals,
+                config.channel,
+                eve_fraction=config.eve_fraction,
+                seed=quantum_seed,
+                bank=bank,
+                simulate_discarded=config.simulate_discarded,
             ),
         )
         alice, bob, _ = clock.run("sifting", lambda: quantum.sift(signals, classical))

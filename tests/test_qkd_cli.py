@@ -33,6 +33,16 @@ def test_qkd_json_has_the_documented_fields(capsys: pytest.CaptureFixture[str]) 
     assert report["timings_s"]["total"] >= max(v for k, v in report["timings_s"].items() if k != "total")
 
 
+def test_qkd_skip_discarded_gives_a_key_from_the_same_sifting(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ("qkd", "--signals", "40000", "--depolarizing", "0.04", "--seed", "1", "--json")
+    full = json.loads(run(capsys, *argv)[1])
+    code, out, err = run(capsys, *argv, "--skip-discarded")
+    assert code == 0, err
+    lean = json.loads(out)
+    assert lean["keys_match"] is True and lean["sifted_bits"] == full["sifted_bits"]
+    assert lean["key_sha256"] != full["key_sha256"]  # other Aer outcomes, the same bases and detections
+
+
 def test_qkd_eve_aborts_in_json(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys, "qkd", "--signals", "20000", "--eve-fraction", "1", "--seed", "2", "--json")
     report = json.loads(out)
@@ -58,6 +68,7 @@ def test_qkd_table_output(capsys: pytest.CaptureFixture[str]) -> None:
         (["qkd", "--channel", "fiber", "--distance-km", "-5"], "distance"),
         (["qkd", "--eps-sec", "0"], "eps-sec"),
         (["qkd", "--reconciliation", "ldpc"], "--reconciliation"),
+        (["qkd", "--protocol", "e91", "--skip-discarded"], "BB84 only"),
         (["bench", "cascade", "--frames", "0"], "--frames"),
         (["bench", "teleport"], "teleport"),
     ],
@@ -75,8 +86,9 @@ def test_bench_qkd_quick_reports_its_fields(capsys: pytest.CaptureFixture[str]) 
     code, out, err = run(capsys, "bench", "qkd", "--quick", "--json")
     assert code == 0, err
     report = json.loads(out)
-    for field in ("signals_per_s", "naive_signals_per_s", "speedup", "cascade_bits_per_s",
-                  "amplification_bits_per_s", "session_s", "final_key_bits_per_s"):  # fmt: skip
+    for field in ("signals_per_s", "sifted_only_signals_per_s", "naive_signals_per_s", "speedup",
+                  "cascade_bits_per_s", "amplification_bits_per_s", "session_s",
+                  "final_key_bits_per_s"):  # fmt: skip
         assert report[field] > 0, field
     assert report["keys_match"] is True
     assert report["speedup"] == pytest.approx(

@@ -68,6 +68,32 @@ def test_unsifted_and_eve_records_are_consistent():
     assert abs(agree - 0.5) <= sigma_bound(0.5, int(other_basis.sum()))
 
 
+def test_skipping_discarded_outcomes_keeps_what_sifting_keeps():
+    """Without the outcomes sifting discards, the classical draws and the sifted positions
+    are those of the full stage for a seed, the sifted QBER is still the channel's and
+    Eve's, and Aer serves only the photons sifting keeps."""
+    channel = ch.build("fiber", distance_km=5, depolarizing=0.1)
+    full_bank, lean_bank = quantum.ShotBank(seed=2), quantum.ShotBank(seed=2)
+    full = prepare_and_measure(N, channel, eve_fraction=0.5, seed=8, bank=full_bank)
+    lean = prepare_and_measure(N, channel, eve_fraction=0.5, seed=8, bank=lean_bank, simulate_discarded=False)
+    assert full.discarded_simulated and not lean.discarded_simulated
+    for name in ("alice_bits", "alice_bases", "bob_bases", "detected", "signal_detected", "eve_intercepted"):
+        assert np.array_equal(getattr(full, name), getattr(lean, name)), name
+    full_alice, _, full_positions = sift(full, ClassicalChannel())
+    lean_alice, _, lean_positions = sift(lean, ClassicalChannel())
+    assert np.array_equal(full_positions, lean_positions) and np.array_equal(full_alice, lean_alice)
+    # Eve on half the signals over depolarizing 0.1: 0.5 * (0.25 * 0.95 + 0.75 * 0.05) + 0.5 * 0.05
+    for basis, (qber, bits) in sifted_errors(lean).items():
+        assert abs(qber - 0.1625) <= sigma_bound(0.1625, bits), basis
+    kept = lean.signal_detected & (lean.alice_bases == lean.bob_bases)
+    discarded = lean.signal_detected & ~kept
+    assert not lean.bob_bits[discarded].any() and not lean.eve_bits[discarded].any()
+    assert lean_bank.outcomes_served == int(kept.sum() + (kept & lean.eve_intercepted).sum())
+    arrived = full.signal_detected
+    assert full_bank.outcomes_served == int(arrived.sum() + (arrived & full.eve_intercepted).sum())
+    assert lean_bank.outcomes_served < 0.6 * full_bank.outcomes_served
+
+
 def test_lossy_channel_simulates_only_detected_signals():
     channel = ch.fiber(20)
     signals = prepare_and_measure(N, channel, seed=3)
@@ -241,22 +267,26 @@ def test_bank_served_sessions_have_the_right_qber(channel, eve_fraction, expecte
 
 
 def test_bank_hands_out_each_outcome_once():
-    """Served plus left in the pools equals what Aer simulated, class by class."""
+    """Served plus left in the pools equals what Aer simulated, class by class; a class
+    nobody asks for is never simulated."""
     bank = quantum.ShotBank(seed=1, refill_outcomes=1000)
     channel = ch.build("ideal", depolarizing=0.1)
     rng = np.random.default_rng(0)
     served = np.zeros((8, 2), dtype=np.int64)
     for size in (10, 999, 1, 2500, 0, 700):
         sizes = np.full(8, size)
-        sizes[3] = 0  # a class nobody asks for still fills with every refill
+        sizes[3] = 0
         kept = bank.take(quantum.BB84_CHANNEL, channel.noise_model(), sizes, rng)
         assert np.array_equal(kept.sum(axis=1), sizes)
         served += kept
-    ((_, pool),) = bank._pools.values()
+    ((_, pool, asked),) = bank._pools.values()
     assert (pool >= 0).all()
     assert bank.outcomes_simulated == int((served + pool).sum())
     assert bank.outcomes_served == int(served.sum())
-    assert np.ptp((served + pool).sum(axis=1)) == 0  # every class got the same refills
+    assert asked.tolist() == [c != 3 for c in range(8)]
+    assert not pool[3].any() and not served[3].any()
+    made = (served + pool).sum(axis=1)[asked]
+    assert made[0] > 0 and np.ptp(made) == 0  # every class asked for got the same refills
     # depolarizing 0.1 flips a Z-basis |0> (class 0) with probability 0.05
     assert abs(served[0, 1] / served[0].sum() - 0.05) <= sigma_bound(0.05, int(served[0].sum()))
 

@@ -53,6 +53,14 @@ def test_partial_eavesdropping_raises_the_qber_by_a_quarter_of_the_fraction() ->
     assert result.keys_match  # 5% is below the 11% threshold: the key is shorter but still secret
 
 
+def test_session_without_the_discarded_outcomes() -> None:
+    """The vehicle simulator's setting: keys still match and the QBER is the channel's."""
+    result = _run(simulate_discarded=False)
+    assert not result.aborted, result.abort_reason
+    assert result.keys_match and abs(result.actual_qber - 0.02) < 0.01
+    assert result.sifted_bits == _run().sifted_bits  # the same bases and detections for a seed
+
+
 def test_higher_qber_gives_a_shorter_key() -> None:
     low = _run(channel=build("ideal", depolarizing=0.02))
     high = _run(channel=build("ideal", depolarizing=0.08))
@@ -96,11 +104,13 @@ def test_result_never_shows_key_material() -> None:
         ("eps_cor", 2.0, "eps-cor"),
         ("sample_fraction", 1.0, "sample fraction"),
         ("seed", -1, "seed"),
+        ("simulate_discarded", False, "BB84 only"),
     ],
 )
 def test_bad_configuration_is_refused(field: str, value: object, fragment: str) -> None:
+    extra = {"protocol": "e91"} if field == "simulate_discarded" else {}
     with pytest.raises(ValueError, match=fragment):
-        SessionConfig(channel=NOISY, **{field: value})
+        SessionConfig(channel=NOISY, **{field: value, **extra})
 
 
 def test_sessions_sharing_a_shot_bank() -> None:
