@@ -79,8 +79,8 @@ class SessionConfig:
             raise ValueError(f"seed must be a non-negative integer, got {self.seed}")
         if not self.simulate_discarded and self.protocol != "bb84":
             raise ValueError(
-                f"simulate_discarded=False is for BB84 only: {self.protocol} tests Bell "
-                "correlations on the rounds its key discards"
+                "skipping the outcomes sifting discards (--skip-discarded) is for BB84 only: "
+                f"{self.protocol} tests Bell correlations on the rounds its key discards"
             )
 
 
