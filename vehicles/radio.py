@@ -1022,14 +1022,17 @@ class Channel:
         assert index is not None
         ids = frame.receivers[index]
         overlapping = [other for other in nearby if _overlap(other, frame)]
+        self._hear(overlapping)
         sending = np.isin(ids, [other.sender for other in overlapping])  # half duplex
         interfered = np.zeros(ids.size, dtype=bool)
         interference_mw = np.zeros(ids.size)
         for other in overlapping:
-            heard = other.receivers[other.decodable]
+            decodable = other.index
+            assert decodable is not None
+            heard = other.receivers[decodable]
             _, at_frame, at_other = np.intersect1d(ids, heard, assume_unique=True, return_indices=True)
             interfered[at_frame] = True
-            interference_mw[at_frame] += 10.0 ** (other.rx_power_dbm[other.decodable][at_other] / 10.0)
+            interference_mw[at_frame] += 10.0 ** (other.rx_power_dbm[decodable][at_other] / 10.0)
         if interfered.any():
             threshold = self.params.capture_threshold_db
             power_mw = 10.0 ** (frame.rx_power_dbm[index] / 10.0)
