@@ -104,13 +104,16 @@ def test_result_never_shows_key_material() -> None:
         ("eps_cor", 2.0, "eps-cor"),
         ("sample_fraction", 1.0, "sample fraction"),
         ("seed", -1, "seed"),
-        ("simulate_discarded", False, "BB84 only"),
     ],
 )
 def test_bad_configuration_is_refused(field: str, value: object, fragment: str) -> None:
-    extra = {"protocol": "e91"} if field == "simulate_discarded" else {}
     with pytest.raises(ValueError, match=fragment):
-        SessionConfig(channel=NOISY, **{field: value, **extra})
+        SessionConfig(channel=NOISY, **{field: value})
+
+
+def test_skipping_the_discarded_outcomes_is_refused_for_e91() -> None:
+    with pytest.raises(ValueError, match="BB84 only"):
+        SessionConfig(channel=NOISY, protocol="e91", simulate_discarded=False)
 
 
 def test_sessions_sharing_a_shot_bank() -> None:
