@@ -962,7 +962,7 @@ class Channel:
         if heard.size == 0 or not overlapping:
             return np.zeros(heard.size, dtype=bool)
         self._hear(overlapping)
-        if heard.size == 1:  # a unicast: only its destination can decode it
+        if heard.size == 1:  # one decodable receiver (a unicast's destination): one set test
             slot = int(heard[0])
             lost = any(other.sender_slot == slot or slot in other.heard for other in overlapping)  # type: ignore[operator]
             return np.array([lost])
