@@ -205,6 +205,10 @@ class World:
         self.qkd_wall_s = 0.0  # wall time spent running or waiting for QKD sessions (not simulated)
         # RSUs' sessions share Aer jobs through two shot banks (a job's fixed cost was most of
         # a session's quantum stage), on worker processes for large fleets (qkd.service).
+        # Sessions are dealt to the banks in turn, by their number, not by RSU: RSUs serve
+        # different numbers of vehicles, and a bank (with its worker) per RSU parity left
+        # one worker computing while the other idled at the end of the first-key burst.
+        self._sessions_submitted = 0
         large = scenario.vehicles >= AUTO_WORKERS_FROM_VEHICLES and (os.cpu_count() or 1) >= 2
         if session_workers is None:
             session_workers = AUTO_SESSION_WORKERS if large else 0
@@ -806,7 +810,9 @@ class World:
             simulate_discarded=False,
         )
         started = time.perf_counter()
-        pending = self.sessions.submit(index, config)  # runs while this process goes on, with workers
+        # runs while this process goes on, with workers
+        pending = self.sessions.submit(self._sessions_submitted, config)
+        self._sessions_submitted += 1
         self.qkd_wall_s += time.perf_counter() - started
         yield self.env.timeout(keys.qkd_signals / keys.source_rate_hz)
         waiting = self._unsettled[index]
