@@ -65,11 +65,14 @@ def test_summary_has_the_documented_fields(aes_run) -> None:
 
 
 def test_same_seed_gives_an_identical_summary(aes_run) -> None:
-    # QKD sessions on two worker processes, received frames opened on another, a step behind
-    again, world = run(small("aes-gcm"), session_workers=2, reception_worker=True)
-    assert world.sessions.workers == 2 and world.reception.worker
+    # QKD sessions on two worker processes, received frames opened on another, a step
+    # behind, fading gains drawn ahead on a third
+    again, world = run(small("aes-gcm"), session_workers=2, reception_worker=True, fading_worker=True)
+    assert world.sessions.workers == 2 and world.reception.worker and world.fading.worker
     first, first_world = aes_run
-    assert first_world.sessions.workers == 0 and not first_world.reception.worker  # small fleets: in process
+    # small fleets: everything in process
+    assert first_world.sessions.workers == 0 and not first_world.reception.worker
+    assert not first_world.fading.worker
     assert first["rejected"]["replay"] > 0 and first["rejected"]["revoked"] > 0
     strip = lambda s: {k: v for k, v in s.items() if k not in WALL_CLOCK_FIELDS}  # noqa: E731
     assert strip(first) == strip(again)

@@ -24,6 +24,8 @@ from typing import Any
 import numpy as np
 import scipy.special
 
+from .fading import FadingGains, gains_db
+
 SPEED_OF_LIGHT_MPS = 299_792_458.0
 PREAMBLE_S = 32e-6  # 10 MHz OFDM: 4 x the 20 MHz timings
 SIGNAL_FIELD_S = 8e-6
@@ -196,16 +198,10 @@ def rx_power_dbm(
     distance = np.broadcast_to(np.asarray(distance_m, dtype=float), mean.shape)
     near = distance < params.nakagami_switch_m
     gain = np.empty(mean.shape)  # near elements' gains drawn first, then the far ones'
-    gain[near] = _gains_db(rng, params.nakagami_m_near, int(np.count_nonzero(near)))
-    gain[~near] = _gains_db(rng, params.nakagami_m_far, int(np.count_nonzero(~near)))
+    gain[near] = gains_db(rng, params.nakagami_m_near, int(np.count_nonzero(near)))
+    gain[~near] = gains_db(rng, params.nakagami_m_far, int(np.count_nonzero(~near)))
     gain += mean
     return gain if gain.ndim else gain[()]  # a scalar distance gives a scalar
-
-
-def _gains_db(rng: np.random.Generator, m: float, size: int) -> np.ndarray:
-    """``size`` Nakagami power gains in dB: 10 log10 of Gamma(m, 1/m), unit mean."""
-    with np.errstate(divide="ignore"):
-        return 10.0 * np.log10(rng.gamma(m, 1.0 / m, size=size))
 
 
 class BlockDraws:
@@ -215,13 +211,22 @@ class BlockDraws:
     draw costs microseconds of call overhead whatever its size (a Gamma draw with m < 1,
     the log10 and its error state: about 20 us for 60 receivers). Drawn ``block`` at a
     time, a frame's share is a slice. Same distributions as :func:`rx_power_dbm` and
-    uniform slots; only the order in which ``rng``'s numbers are used differs.
+    uniform slots; only the order in which ``rng``'s numbers are used differs. With
+    ``fading``, the gains come from its streams instead (blocks drawn ahead, perhaps on a
+    worker: see vehicles.fading) and ``rng`` gives only the slots.
     """
 
-    def __init__(self, rng: np.random.Generator, params: RadioParameters, block: int = 1 << 14) -> None:
+    def __init__(
+        self,
+        rng: np.random.Generator,
+        params: RadioParameters,
+        block: int = 1 << 14,
+        fading: FadingGains | None = None,
+    ) -> None:
         self.rng = rng
         self._params = params
         self._block = block
+        self._fading = fading
         self._slots: list[int] = []
         self._gains: dict[float, list[Any]] = {}  # Nakagami m -> [gains in dB, next unused]
 
@@ -250,9 +255,15 @@ class BlockDraws:
         """The next ``size`` gains in dB of Nakagami shape ``m`` (a fresh block when short)."""
         buffer = self._gains.get(m)
         if buffer is None or buffer[1] + size > buffer[0].size:
-            rest = buffer[0][buffer[1] :] if buffer is not None else np.zeros(0)
-            fresh = _gains_db(self.rng, m, max(self._block, size))
-            buffer = self._gains[m] = [np.concatenate([rest, fresh]), 0]
+            parts = [buffer[0][buffer[1] :]] if buffer is not None else []
+            if self._fading is None:
+                parts.append(gains_db(self.rng, m, max(self._block, size)))
+            else:  # whole blocks of the stream, as many as it takes
+                have = sum(part.size for part in parts)
+                while have < max(size, 1):
+                    parts.append(self._fading.next_block(m))
+                    have += parts[-1].size
+            buffer = self._gains[m] = [np.concatenate(parts), 0]
         at = buffer[1]
         buffer[1] = at + size
         return buffer[0][at : at + size]
@@ -660,8 +671,12 @@ class Channel:
     interference.
     """
 
-    def __init__(self, params: RadioParameters = RadioParameters()) -> None:
+    def __init__(
+        self, params: RadioParameters = RadioParameters(), fading: FadingGains | None = None
+    ) -> None:
+        """``fading``: where the Nakagami gains come from (default: the caller's ``rng``)."""
         self.params = params
+        self._fading = fading
         self._frames: list[Transmission] = []  # unresolved, and resolved ones an unresolved one may overlap
         self._starts: list[float] = []  # their start times (in order: frames register in start order)
         self._unfinished: dict[int, Transmission] = {}  # on the air: what carrier sense looks at
@@ -695,7 +710,7 @@ class Channel:
         """The block draws of ``rng`` (a new block source when a caller switches generators)."""
         draws = self._draws
         if draws is None or draws.rng is not rng:
-            draws = self._draws = BlockDraws(rng, self.params)
+            draws = self._draws = BlockDraws(rng, self.params, fading=self._fading)
         return draws
 
     def faded_dbm(self, mean_dbm: np.ndarray, distance_m: np.ndarray, rng: np.random.Generator) -> np.ndarray:

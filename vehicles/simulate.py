@@ -31,13 +31,15 @@ def run(
     progress: Callable[[float], None] | None = None,
     session_workers: int | None = None,
     reception_worker: bool | None = None,
+    fading_worker: bool | None = None,
     late_results: bool = True,
 ) -> tuple[dict[str, Any], World]:
     """One run on a throw-away chain; returns the summary and the world (for tests).
 
-    ``session_workers``, ``reception_worker``: processes for the QKD sessions and for
-    opening received frames; ``late_results``: read session results only when needed
-    (see :class:`World`). The results are the same either way."""
+    ``session_workers``, ``reception_worker``, ``fading_worker``: processes for the QKD
+    sessions, for opening received frames and for drawing fading gains; ``late_results``:
+    read session results only when needed (see :class:`World`). The results are the same
+    either way."""
     started = time.perf_counter()
     chain = connect(scenario.chain, persist=False)
     try:
@@ -48,6 +50,7 @@ def run(
             progress=progress,
             session_workers=session_workers,
             reception_worker=reception_worker,
+            fading_worker=fading_worker,
             late_results=late_results,
         )
         world.run()
@@ -61,7 +64,8 @@ def run(
 
 
 def _run_for_replication(scenario: Scenario) -> dict[str, Any]:
-    summary, _ = run(scenario, session_workers=0, reception_worker=False)  # replications fill the cores
+    # replications fill the cores
+    summary, _ = run(scenario, session_workers=0, reception_worker=False, fading_worker=False)
     return summary
 
 

@@ -47,6 +47,7 @@ from qkd.service import SessionService
 from qkd.session import SessionConfig, SessionResult
 
 from . import crypto, radio
+from .fading import FadingGains
 from .metrics import OUT_OF_RANGE, MessageRecord, Metrics
 from .mobility import build_road
 from .reception import Reception
@@ -132,14 +133,16 @@ class World:
         progress: Callable[[float], None] | None = None,
         session_workers: int | None = None,
         reception_worker: bool | None = None,
+        fading_worker: bool | None = None,
         late_results: bool = True,
     ) -> None:
         """``session_workers``: processes for QKD sessions (0: in this process; None: two
         from 100 vehicles up on a machine with two cores or more). ``reception_worker``:
         open received frames on a worker process (None: on the same terms).
-        ``late_results``: read a session's result only when something depends on it (see
-        :meth:`_settle`), so the world runs on while workers compute. Results depend on
-        none of the three."""
+        ``fading_worker``: draw the fading gains ahead on a worker process (None: on the
+        same terms, when fading is on). ``late_results``: read a session's result only
+        when something depends on it (see :meth:`_settle`), so the world runs on while
+        workers compute. Results depend on none of the four."""
         self.scenario = scenario
         self.ledger = ledger
         self.progress = progress
@@ -171,7 +174,15 @@ class World:
             path_loss=r.path_loss,
             nakagami=r.nakagami,
         )
-        self.channel = radio.Channel(self.radio_params)
+        large = scenario.vehicles >= AUTO_WORKERS_FROM_VEHICLES and (os.cpu_count() or 1) >= 2
+        # Fading gains come from their own streams, drawn ahead on a worker for large fleets
+        # (vehicles.fading): the same gains either way.
+        self.fading = FadingGains(
+            scenario.seed + 4,
+            (self.radio_params.nakagami_m_far, self.radio_params.nakagami_m_near),
+            worker=large and r.nakagami if fading_worker is None else fading_worker,
+        )
+        self.channel = radio.Channel(self.radio_params, fading=self.fading)
         self.nominal_range_m = radio.nominal_range_m(self.radio_params)
         self.query_radius_m = radio.nominal_range_m(self.radio_params, CANDIDATE_MARGIN_DB)
         self.metrics = Metrics(pdr_range_m=self.nominal_range_m)
@@ -209,7 +220,6 @@ class World:
         # different numbers of vehicles, and a bank (with its worker) per RSU parity left
         # one worker computing while the other idled at the end of the first-key burst.
         self._sessions_submitted = 0
-        large = scenario.vehicles >= AUTO_WORKERS_FROM_VEHICLES and (os.cpu_count() or 1) >= 2
         if session_workers is None:
             session_workers = AUTO_SESSION_WORKERS if large else 0
         self.sessions = SessionService(seed=scenario.seed + 2, workers=session_workers)
@@ -313,6 +323,7 @@ class World:
         finally:
             self.sessions.close()
             self.reception.close()
+            self.fading.close()
             if hasattr(self.road, "close"):
                 self.road.close()
 
@@ -329,6 +340,7 @@ class World:
         self.view.sync()
         self.sessions.wait_ready()
         self.reception.wait_ready()
+        self.fading.wait_ready()
         self.setup_s = time.perf_counter() - started
         self.ledger_setup_s = self.metrics.ledger_wall_s  # the starting fleet's registrations
         started, cpu_started = time.perf_counter(), time.thread_time()
