@@ -21,7 +21,7 @@ import sys
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Self
 
 
 class WorkerError(RuntimeError):
@@ -147,6 +147,29 @@ class WorkerProcess:
             self.process.kill()
             self.process.wait()
         self._reader.join(timeout=5)
+
+
+class OneWorker:
+    """Base of a service that works in this process or on one :class:`WorkerProcess`
+    (``_worker``, None for in process): its context manager, readiness and closing."""
+
+    _worker: WorkerProcess | None = None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def wait_ready(self) -> None:
+        """Block until the worker, if any, has set itself up."""
+        if self._worker is not None:
+            self._worker.ready.result()
+
+    def close(self) -> None:
+        if self._worker is not None:
+            self._worker.close()
+            self._worker = None
 
 
 def serve(handle: Callable[[Any], Any], warm_up: Callable[[], Any] | None = None) -> None:

@@ -22,7 +22,7 @@ from concurrent.futures import Future
 
 import numpy as np
 
-from qkd.workers import WorkerError, WorkerProcess, serve
+from qkd.workers import OneWorker, WorkerError, WorkerProcess, serve
 
 BLOCK = 1 << 16
 """Gains per block: one block is a few ms of drawing and about 0.3 ms to ship."""
@@ -52,7 +52,7 @@ class _Streams:
         return gains_db(self._rngs[float(m)], float(m), self.block)
 
 
-class FadingGains:
+class FadingGains(OneWorker):
     """``next_block(m)``: the next ``block`` gains of shape ``m``, in stream order.
 
     With ``worker``, blocks are drawn ahead on a worker process (``AHEAD`` per shape in
@@ -87,16 +87,6 @@ class FadingGains:
                 for _ in range(AHEAD):
                     self._ahead[m].append(self._worker.submit(m))
 
-    def __enter__(self) -> FadingGains:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def wait_ready(self) -> None:
-        if self._worker is not None:
-            self._worker.ready.result()
-
     def next_block(self, m: float) -> np.ndarray:
         m = float(m)
         if m not in self._ahead:
@@ -108,11 +98,6 @@ class FadingGains:
         queue = self._ahead[m]
         queue.append(self._worker.submit(m))
         return queue.popleft().result()
-
-    def close(self) -> None:
-        if self._worker is not None:
-            self._worker.close()
-            self._worker = None
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ from concurrent.futures import Future
 
 import numpy as np
 
-from qkd.workers import WorkerError, WorkerProcess, serve
+from qkd.workers import OneWorker, WorkerError, WorkerProcess, serve
 
 from . import crypto
 
@@ -55,7 +55,7 @@ class _Opener:
         return [verdict(self.decryptor, wire, self.keys) for wire in wires]
 
 
-class Reception:
+class Reception(OneWorker):
     """``open(wire, then)``: ``then(verdict)`` runs at once (no worker) or after a later
     :meth:`flush` (worker), in the order of the ``open`` calls either way.
 
@@ -76,16 +76,6 @@ class Reception:
         self._wires: list[bytes] = []
         self._thens: list[Then] = []
         self._in_flight: deque[tuple[Future[list[str]], list[Then]]] = deque()
-
-    def __enter__(self) -> Reception:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def wait_ready(self) -> None:
-        if self._worker is not None:
-            self._worker.ready.result()
 
     def add_key(self, key_id: str, material: np.ndarray) -> None:
         """Key material the key relay hands out from now on."""
@@ -122,11 +112,6 @@ class Reception:
         future, thens = self._in_flight.popleft()
         for then, result in zip(thens, future.result(), strict=True):
             then(result)
-
-    def close(self) -> None:
-        if self._worker is not None:
-            self._worker.close()
-            self._worker = None
 
 
 if __name__ == "__main__":
