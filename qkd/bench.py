@@ -210,4 +210,46 @@ def run_cascade_bench(
                 "bits_per_s": round(n * count / elapsed),
             }
         )
-    return {"quick": quick, "seed": seed, "rows": rows}
+    say("side by side", 0.99)
+    return {"quick": quick, "seed": seed, "rows": rows, "side_by_side": _side_by_side(quick, seed)}
+
+
+SIDE_BY_SIDE_GROUPS = (1, 4, 16)
+
+
+def _side_by_side(quick: bool, seed: int) -> list[dict[str, object]]:
+    """Frames of short sessions (BICONF, 2%) reconciled alone and in groups through
+    :func:`cascade.reconcile_together`, which a worker does with the sessions it has queued.
+    Every group size must give the same results (checked here too)."""
+    n, count = (2_000, 16) if quick else (10_000, 160)
+    rng = np.random.default_rng([seed, n])
+    frames = []
+    for index in range(count):
+        alice = rng.integers(0, 2, n, dtype=np.uint8)
+        frames.append((alice, alice ^ (rng.random(n) < 0.02).astype(np.uint8), index))
+    rows, reference = [], None
+    for group in SIDE_BY_SIDE_GROUPS:
+        results, elapsed = [], 0.0
+        for first in range(0, count, group):
+            jobs = [
+                cascade.ReconcileJob(a, b, 0.02, "biconf", np.random.default_rng([seed, i]))
+                for a, b, i in frames[first : first + group]
+            ]
+            batch, seconds = _timed(lambda jobs=jobs: cascade.reconcile_together(jobs))
+            assert isinstance(batch, list)
+            results += [(r.corrected.tobytes(), r.leaked_bits, r.channel_uses) for r in batch]
+            elapsed += seconds
+        reference = reference or results
+        if results != reference:
+            raise AssertionError(f"reconciling {group} frames together changed their results")
+        per_frame_ms = elapsed / count * 1e3
+        rows.append(
+            {
+                "together": group,
+                "n": n,
+                "frames": count,
+                "ms_per_frame": round(per_frame_ms, 3),
+                "speedup": round(rows[0]["ms_per_frame"] / per_frame_ms, 2) if rows else 1.0,
+            }
+        )
+    return rows

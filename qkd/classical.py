@@ -62,6 +62,19 @@ class ClassicalChannel:
         traffic.disclosed_bits += disclosed_bits
         traffic.channel_uses += 1
 
+    def record(
+        self, stage: str, *, messages: int, bytes: int, channel_uses: int, disclosed_bits: int
+    ) -> None:
+        """Traffic counted elsewhere, message by message as :meth:`exchange` counts it (a
+        joint Cascade run tallies each session's exchanges in arrays and posts them here)."""
+        if min(messages, bytes, channel_uses, disclosed_bits) < 0:
+            raise ValueError("traffic counts cannot be negative")
+        traffic = self._stage(stage)
+        traffic.messages += messages
+        traffic.bytes += bytes
+        traffic.channel_uses += channel_uses
+        traffic.disclosed_bits += disclosed_bits
+
     def disclosed(self, stage: str) -> int:
         return self.stages[stage].disclosed_bits if stage in self.stages else 0
 

@@ -144,10 +144,9 @@ def test_leak_equals_the_parities_alice_actually_answered(
             answered.append(parities.size)
             return parities
 
-        def subset_parity(self, *args, **kwargs) -> np.ndarray:
-            parities = super().subset_parity(*args, **kwargs)
-            answered.append(parities.size)
-            return parities
+        def subset_parities(self, pass_id: int, sessions: list[int]) -> np.ndarray:
+            answered.append(len(sessions))  # one parity to each session asked
+            return super().subset_parities(pass_id, sessions)
 
     monkeypatch.setattr(cascade, "_AliceParityOracle", CountingOracle)
     rng = np.random.default_rng(5)
@@ -251,24 +250,89 @@ def test_unknown_method_lists_the_choices() -> None:
 
 
 def test_alice_answers_biconf_subsets_and_builds_their_prefix_when_asked() -> None:
-    """A BICONF pass is learnt as its subset; its order is the members, then the rest."""
+    """A BICONF pass is learnt as its subset; its order is the members, then the rest. Two
+    sessions side by side: each is answered about its own key, and counted on its own."""
     rng = np.random.default_rng(4)
-    n = 500
-    key = rng.integers(0, 2, n, dtype=np.uint8)
-    channel = ClassicalChannel()
-    alice = cascade._AliceParityOracle(key, channel, "reconciliation", capacity=1)  # tables must grow
-    alice.learn_order(rng.permutation(n))
-    subsets = [rng.integers(0, 2, n, dtype=bool) for _ in range(3)]
-    pass_ids = [alice.learn_subset(subset) for subset in subsets]
+    sizes = [500, 300]
+    keys = [rng.integers(0, 2, n, dtype=np.uint8) for n in sizes]
+    layout = cascade._Layout(sizes)
+    tally = cascade._Tally(layout)
+    alice = cascade._AliceParityOracle(layout.combine(keys, np.uint8), layout, tally, capacity=1)  # must grow
+    alice.learn_order(np.arange(layout.slots))
+    subsets = [[rng.integers(0, 2, n, dtype=bool) for n in sizes] for _ in range(3)]
+    pass_ids = [alice.learn_subset(layout.combine(pair, bool), [0, 1]) for pair in subsets]
     assert pass_ids == [1, 2, 3]
-    for pass_id, subset in zip(pass_ids, subsets, strict=True):
-        assert alice.subset_parity(pass_id, request_bits=64).tolist() == [int(key[subset].sum()) % 2]
+    for pass_id, pair in zip(pass_ids, subsets, strict=True):
+        expected = [int(key[subset].sum()) % 2 for key, subset in zip(keys, pair, strict=True)]
+        assert alice.subset_parities(pass_id, [0, 1]).tolist() == expected
 
-    order = np.concatenate([np.flatnonzero(subsets[1]), np.flatnonzero(~subsets[1])])
-    starts, ends = np.array([0, 3, 17, 250]), np.array([5, 40, 300, n])
+    alice.prepare_search([1])  # only session 1's prefixes are built
+    start = int(layout.start[1])
+    members = subsets[1][1]
+    order = np.concatenate([np.flatnonzero(members), np.flatnonzero(~members)])
+    starts, ends = np.array([0, 3, 17, 250]), np.array([5, 40, 280, 300])
     on_pass = np.full(starts.size, pass_ids[1])
     parities = alice.range_parities(
-        alice.pass_coordinates(on_pass, starts), alice.pass_coordinates(on_pass, ends)
+        alice.pass_coordinates(on_pass, starts + start),
+        alice.pass_coordinates(on_pass, ends + start),
+        np.ones(starts.size, dtype=np.int64),
     )
-    assert parities.tolist() == [int(key[order[a:b]].sum()) % 2 for a, b in zip(starts, ends, strict=True)]
-    assert channel.disclosed("reconciliation") == len(subsets) + starts.size
+    assert parities.tolist() == [
+        int(keys[1][order[a:b]].sum()) % 2 for a, b in zip(starts, ends, strict=True)
+    ]
+    tally.count()
+    assert tally.disclosed.tolist() == [len(subsets), len(subsets) + starts.size]
+    assert tally.uses.tolist() == [len(subsets), len(subsets) + 1]
+
+
+def _job_digest(result: ReconciliationResult, channel: ClassicalChannel) -> tuple:
+    return (
+        result.corrected.tobytes(),
+        result.leaked_bits,
+        result.channel_uses,
+        result.passes,
+        result.method,
+        result.flipped_bits,
+        channel.as_dict(),
+    )
+
+
+def test_reconciling_together_gives_each_session_what_it_gets_alone() -> None:
+    """Sessions of every method, length and error rate, side by side in one call: each gets
+    exactly its lone result, key, leak and message accounting included."""
+    rng = np.random.default_rng(21)
+    cases = []
+    for index in range(18):
+        n = int(rng.integers(1, 40)) if index % 6 == 0 else int(rng.integers(200, 6_000))
+        error_rate = [0.0, 0.01, 0.03, 0.08][index % 4]
+        alice, bob = noisy_pair(rng, n, round(error_rate * n))
+        cases.append((alice, bob, min(0.5, error_rate + 0.002), METHODS[index % 3], 1_000 + index))
+    alone = []
+    for alice, bob, qber, method, seed in cases:
+        channel = ClassicalChannel()
+        result = reconcile(alice, bob, qber, method=method, rng=np.random.default_rng(seed), channel=channel)
+        alone.append(_job_digest(result, channel))
+    channels = [ClassicalChannel() for _ in cases]
+    jobs = [
+        cascade.ReconcileJob(alice, bob, qber, method, np.random.default_rng(seed), channel)
+        for (alice, bob, qber, method, seed), channel in zip(cases, channels, strict=True)
+    ]
+    together = cascade.reconcile_together(jobs)
+    assert [_job_digest(r, c) for r, c in zip(together, channels, strict=True)] == alone
+    assert any(r.flipped_bits for r in together)  # errors were corrected jointly
+    for (alice, *_), result in zip(cases, together, strict=True):
+        np.testing.assert_array_equal(result.corrected, alice)
+
+
+def test_jobs_sharing_a_generator_are_reconciled_in_turn() -> None:
+    """Their draws would interleave side by side: they run one after the other instead."""
+    rng = np.random.default_rng(8)
+    pairs = [noisy_pair(rng, 2_000, 40) for _ in range(3)]
+    shared = np.random.default_rng(99)
+    sequential = [reconcile(a, b, 0.02, method="biconf", rng=shared) for a, b in pairs]
+    shared = np.random.default_rng(99)
+    together = cascade.reconcile_together(
+        [cascade.ReconcileJob(a, b, 0.02, "biconf", shared) for a, b in pairs]
+    )
+    assert [r.leaked_bits for r in together] == [r.leaked_bits for r in sequential]
+    assert cascade.reconcile_together([]) == []

@@ -20,6 +20,20 @@ def test_exchange_counts_what_two_sends_count() -> None:
         one.exchange("stage", -1, 0)
 
 
+def test_recorded_traffic_adds_to_the_stage() -> None:
+    channel = ClassicalChannel()
+    channel.exchange("stage", 13, 9, disclosed_bits=9)
+    channel.record("stage", messages=4, bytes=7, channel_uses=2, disclosed_bits=5)
+    assert vars(channel.stages["stage"]) == {
+        "messages": 6,
+        "bytes": 11,
+        "channel_uses": 3,
+        "disclosed_bits": 14,
+    }
+    with pytest.raises(ValueError, match="negative"):
+        channel.record("stage", messages=0, bytes=-1, channel_uses=0, disclosed_bits=0)
+
+
 @pytest.mark.parametrize(
     ("universe", "bits"),
     [(0, 1), (2, 1), (3, 2), (5, 3), (1024, 10), (1025, 11), (2**40 + 1, 41), (2**60 + 1, 61)],

@@ -105,3 +105,6 @@ def test_bench_cascade_quick_rows(capsys: pytest.CaptureFixture[str]) -> None:
         assert set(row) >= {"method", "qber", "n", "frames", "efficiency_mean", "frame_error_rate",
                             "channel_uses_mean", "bits_per_s"}  # fmt: skip
         assert 1.0 < row["efficiency_mean"] < 1.6 and 0 <= row["frame_error_rate"] <= 1
+    side_by_side = json.loads(out)["side_by_side"]  # the bench checks the results agree
+    assert [r["together"] for r in side_by_side] == [1, 4, 16]
+    assert all(r["ms_per_frame"] > 0 for r in side_by_side)
