@@ -11,7 +11,10 @@ definition; ``workers`` is not. Few groups keep the banks' refills few (each ref
 simulates 65,536 outcomes per class whether or not they are all used).
 
 A worker is ``python -m qkd.service`` (see :mod:`qkd.workers` for the plumbing and why
-it is not ``multiprocessing``).
+it is not ``multiprocessing``). It runs the sessions queued on it as one batch
+(:func:`~qkd.session.run_sessions`: their Cascade reconciliations in one NumPy pass,
+whose per-call overhead is most of Cascade's cost), with the results of one at a time;
+in process (``workers = 0``) each session runs when it is submitted.
 """
 
 from __future__ import annotations
@@ -21,8 +24,12 @@ from collections.abc import Sequence
 from concurrent.futures import Future
 
 from .quantum import BANK_AER_THREADS, ShotBank
-from .session import SessionConfig, SessionResult, run_session
-from .workers import WorkerError, WorkerProcess, serve
+from .session import SessionConfig, SessionResult, run_session, run_sessions
+from .workers import WorkerError, WorkerProcess, serve_batches
+
+# A worker's batch at most: enough to amortize Cascade's per-call overhead, few enough that
+# the first result of a burst does not wait for many sessions.
+SESSIONS_PER_BATCH = 16
 
 
 class SessionServiceError(WorkerError):
@@ -37,11 +44,19 @@ class _Banks:
         self.threads = threads
         self._banks: dict[int, ShotBank] = {}
 
-    def run(self, group: int, config: SessionConfig) -> SessionResult:
+    def bank(self, group: int) -> ShotBank:
         bank = self._banks.get(group)
         if bank is None:
             bank = self._banks[group] = ShotBank(seed=[*self.seed, group], threads=self.threads)
-        return run_session(config, bank=bank)
+        return bank
+
+    def run(self, group: int, config: SessionConfig) -> SessionResult:
+        return run_session(config, bank=self.bank(group))
+
+    def run_batch(self, requests: Sequence[tuple[int, SessionConfig]]) -> list[SessionResult | Exception]:
+        """(group, config) requests in order, as :meth:`run` one after the other would; a
+        session that raises gives its exception in its place."""
+        return run_sessions([(config, self.bank(group)) for group, config in requests])
 
 
 class SessionService:
@@ -99,12 +114,12 @@ class SessionService:
 
 
 def _serve(seed: Sequence[int]) -> None:
-    """The worker: answer (group, config) requests until stdin closes."""
+    """The worker: answer (group, config) requests, in batches of those queued, until stdin closes."""
     from .quantum import simulator
 
     banks = _Banks(seed, threads=1)  # workers already fill the cores
     # Aer's first use costs a few hundred ms: paid before the first session
-    serve(lambda request: banks.run(*request), warm_up=simulator)
+    serve_batches(banks.run_batch, warm_up=simulator, max_batch=SESSIONS_PER_BATCH)
 
 
 if __name__ == "__main__":

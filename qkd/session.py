@@ -2,10 +2,15 @@
 verification, privacy amplification. Returns both parties' final keys and the
 statistics users ask for.
 
-The stages read in the order the protocol runs them (``run_session``); every
+The stages read in the order the protocol runs them (``_session_steps``); every
 classical message goes through one :class:`ClassicalChannel`. Only the final
 keys are secret: :class:`SessionResult` keeps them out of ``repr`` and of
 ``as_dict`` so they are never printed or logged by accident.
+
+The protocol is a generator that hands its Cascade reconciliation to its caller:
+:func:`run_session` runs it at once, :func:`run_sessions` reconciles several sessions
+in one vectorized pass (most of Cascade's cost is NumPy's per-call overhead, which a
+joint pass pays once).
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -198,19 +203,31 @@ class _Stopwatch:
         self.started = time.perf_counter()
 
     def run(self, stage: str, fn: Callable[[], Any]) -> Any:
-        if self.progress:
-            self.progress(stage, self.done)
+        self.begin(stage)
         t0 = time.perf_counter()
         value = fn()
-        self.timings[stage] = time.perf_counter() - t0
-        self.done = min(1.0, self.done + self.SHARES.get(stage, 0.0))
+        self.book(stage, time.perf_counter() - t0)
         return value
+
+    def begin(self, stage: str) -> None:
+        if self.progress:
+            self.progress(stage, self.done)
+
+    def book(self, stage: str, seconds: float) -> None:
+        """A stage's time, measured here (``run``) or by whoever ran the stage for us."""
+        self.timings[stage] = seconds
+        self.done = min(1.0, self.done + self.SHARES.get(stage, 0.0))
 
     def finish(self) -> dict[str, float]:
         self.timings["total"] = time.perf_counter() - self.started
         if self.progress:
             self.progress("done", 1.0)
         return {k: round(v, 6) for k, v in self.timings.items()}
+
+
+# A running _session_steps: it yields its reconciliation, is sent the result and the seconds
+# to book for it, and returns the session's result.
+_SessionSteps = Generator[cascade.ReconcileJob, tuple[cascade.ReconciliationResult, float], SessionResult]
 
 
 def run_session(
@@ -222,6 +239,107 @@ def run_session(
     (:class:`qkd.quantum.ShotBank`); a session's result then depends on its seed and on
     the sessions served before it.
     """
+    steps = _session_steps(config, progress, bank)
+    try:
+        job = next(steps)
+    except StopIteration as aborted:
+        return aborted.value
+    t0 = time.perf_counter()
+    reconciled = _reconcile_alone(job)
+    return _finish(steps, reconciled, time.perf_counter() - t0)
+
+
+def run_sessions(
+    sessions: Sequence[tuple[SessionConfig, quantum.ShotBank | None]],
+) -> list[SessionResult | Exception]:
+    """Run sessions, each with its shot bank (or None), reconciling them together: one
+    :func:`qkd.cascade.reconcile_together` call per Cascade method, which costs less than
+    one :func:`~qkd.cascade.reconcile` per session (mostly NumPy's per-call overhead).
+
+    Every result is what ``run_session(config, bank=bank)`` calls in the given order would
+    return: sessions are started in that order, and only their quantum stage, which runs
+    before reconciliation, draws from a bank. A session that raises gives its exception
+    in its place and the others go on (a server answers each session); a job that a joint
+    reconciliation refuses makes its jobs run one by one, so that only its session fails.
+
+    ``timings_s``: a batched session books the joint reconciliation's time divided by the
+    number of its jobs, and its ``total`` is the sum of its own stages (wall time from its
+    start would include the other sessions'). No progress callbacks.
+    """
+    outcomes: dict[int, SessionResult | Exception] = {}  # by the session's index
+    waiting: dict[str, list[tuple[int, _SessionSteps, cascade.ReconcileJob]]] = {}  # by Cascade method
+    for index, (config, bank) in enumerate(sessions):
+        steps = _session_steps(config, None, bank)
+        try:
+            job = next(steps)
+        except StopIteration as aborted:
+            outcomes[index] = aborted.value
+        except Exception as exc:
+            outcomes[index] = exc
+        else:
+            waiting.setdefault(job.method, []).append((index, steps, job))
+
+    for batch in waiting.values():
+        reconciled = _reconcile_batch([job for _, _, job in batch])
+        for (index, steps, _), (result, seconds) in zip(batch, reconciled, strict=True):
+            if isinstance(result, Exception):
+                outcomes[index] = result
+                continue
+            try:
+                outcomes[index] = _finish(steps, result, seconds)
+            except Exception as exc:
+                outcomes[index] = exc
+
+    for outcome in outcomes.values():
+        if isinstance(outcome, SessionResult):
+            own = sum(seconds for stage, seconds in outcome.timings_s.items() if stage != "total")
+            outcome.timings_s["total"] = round(own, 6)
+    return [outcomes[index] for index in range(len(sessions))]
+
+
+def _reconcile_alone(job: cascade.ReconcileJob) -> cascade.ReconciliationResult:
+    return cascade.reconcile(
+        job.alice, job.bob, job.qber, method=job.method, rng=job.rng, channel=job.channel, stage=job.stage
+    )
+
+
+def _reconcile_batch(
+    jobs: list[cascade.ReconcileJob],
+) -> list[tuple[cascade.ReconciliationResult | Exception, float]]:
+    """Each job's reconciliation, or the exception it raised, and the seconds to book it:
+    all in one joint call, or one by one if that raises (it checks every job before it
+    draws or counts anything, so only the faulty job raises again)."""
+    t0 = time.perf_counter()
+    try:
+        together = cascade.reconcile_together(jobs)
+    except ValueError:
+        pass
+    else:
+        seconds = (time.perf_counter() - t0) / len(jobs)
+        return [(result, seconds) for result in together]
+    alone: list[tuple[cascade.ReconciliationResult | Exception, float]] = []
+    for job in jobs:
+        t0 = time.perf_counter()
+        try:
+            alone.append((_reconcile_alone(job), time.perf_counter() - t0))
+        except ValueError as exc:
+            alone.append((exc, time.perf_counter() - t0))
+    return alone
+
+
+def _finish(steps: _SessionSteps, reconciled: cascade.ReconciliationResult, seconds: float) -> SessionResult:
+    """Hands a session its reconciliation; runs it to its result."""
+    try:
+        steps.send((reconciled, seconds))
+    except StopIteration as done:
+        return done.value
+    raise RuntimeError("a session asked for a second reconciliation")
+
+
+def _session_steps(
+    config: SessionConfig, progress: Progress | None, bank: quantum.ShotBank | None
+) -> _SessionSteps:
+    """The protocol, stage by stage; it yields its reconciliation for the caller to run."""
     rng = np.random.default_rng(config.seed)
     quantum_seed = int(rng.integers(0, 2**63 - 1))
     key_id = str(uuid.UUID(bytes=rng.bytes(16), version=4))
@@ -321,12 +439,11 @@ def run_session(
         )
 
     errors_before = int(np.count_nonzero(alice != bob))
-    reconciled = clock.run(
-        "reconciliation",
-        lambda: cascade.reconcile(
-            alice, bob, estimate.qber, method=config.reconciliation, rng=rng, channel=classical
-        ),
+    clock.begin("reconciliation")
+    reconciled, seconds = yield cascade.ReconcileJob(
+        alice, bob, estimate.qber, method=config.reconciliation, rng=rng, channel=classical
     )
+    clock.book("reconciliation", seconds)
     bob = reconciled.corrected
     key_error_rate = errors_before / alice.size
     rec_stats = ReconciliationStats(

@@ -1,7 +1,9 @@
 """Worker processes that answer pickled requests in order: the plumbing, kept light.
 
 A worker is ``python -m <module>`` speaking length-prefixed pickles over its stdin and
-stdout (:func:`serve` on its side, :class:`WorkerProcess` on the parent's). Not
+stdout (:func:`serve` or :func:`serve_batches` on its side, :class:`WorkerProcess` on the
+parent's). ``serve_batches`` hands every request that has already arrived to one call
+(a QKD worker reconciles their sessions in one NumPy pass) and still replies to each. Not
 ``multiprocessing``: its ``spawn`` start re-runs the caller's main script in every
 worker (a script without an ``if __name__ == "__main__"`` guard would start its work
 again), and ``fork`` copies a process whose other threads (a node's log reader, Aer's
@@ -14,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import os
 import pickle
+import select
 import signal
 import struct
 import subprocess
@@ -41,16 +44,52 @@ def _send(stream: BinaryIO, frame: bytes) -> None:
     stream.flush()
 
 
-def _receive(stream: BinaryIO) -> bytes:
-    """One message's pickle (unpickled by the caller, so a bad one can be answered)."""
-    header = stream.read(_LENGTH.size)
-    if len(header) < _LENGTH.size:
-        raise EOFError("the other side closed the pipe")
-    size = _LENGTH.unpack(header)[0]
-    payload = stream.read(size)
-    if len(payload) < size:
-        raise EOFError("the other side closed the pipe mid-message")
-    return payload
+class _FrameReader:
+    """The messages arriving on a file descriptor, each as its pickle (unpickled by the
+    caller, so a bad one can be answered).
+
+    Reads with ``os.read`` into a buffer of its own: a ``BufferedReader`` would hide the
+    bytes it holds from ``select``, and :meth:`arrived` must know what has come.
+    """
+
+    _CHUNK = 1 << 16  # a pipe's capacity
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self._buffer = bytearray()
+        self._closed = False  # the other side closed the pipe
+
+    def next(self) -> bytes:
+        """The next message, waiting for it; EOFError once the other side has closed."""
+        while (message := self._take()) is None:
+            if self._closed:
+                raise EOFError(f"the other side closed the pipe{' mid-message' if self._buffer else ''}")
+            self._read()
+        return message
+
+    def arrived(self) -> bytes | None:
+        """The next message if all of it has arrived already, without waiting; else None."""
+        while (message := self._take()) is None:
+            if self._closed or not select.select([self._fd], [], [], 0)[0]:
+                return None
+            self._read()
+        return message
+
+    def _read(self) -> None:
+        chunk = os.read(self._fd, self._CHUNK)
+        self._closed = not chunk
+        self._buffer += chunk
+
+    def _take(self) -> bytes | None:
+        if len(self._buffer) < _LENGTH.size:
+            return None
+        end = _LENGTH.size + _LENGTH.unpack_from(self._buffer)[0]
+        if len(self._buffer) < end:
+            return None
+        with memoryview(self._buffer) as view:
+            message = bytes(view[_LENGTH.size : end])
+        del self._buffer[:end]
+        return message
 
 
 class WorkerProcess:
@@ -117,9 +156,10 @@ class WorkerProcess:
 
     def _read(self) -> None:
         assert self.process.stdout is not None
+        replies = _FrameReader(self.process.stdout.fileno())
         while True:
             try:
-                ok, value = pickle.loads(_receive(self.process.stdout))
+                ok, value = pickle.loads(replies.next())
             except (EOFError, OSError, pickle.UnpicklingError) as exc:
                 self._fail(f"{self._what} died (exit status {self.process.poll()}): {exc}")
                 return
@@ -178,9 +218,28 @@ def serve(handle: Callable[[Any], Any], warm_up: Callable[[], Any] | None = None
     ``warm_up`` runs before the worker reports ready; an exception from ``handle`` is
     reported to the caller as a failed request, and the worker goes on.
     """
+    serve_batches(lambda requests: [_answer(handle, request) for request in requests], warm_up, max_batch=1)
+
+
+def serve_batches(
+    handle_batch: Callable[[list[Any]], Sequence[Any]],
+    warm_up: Callable[[], Any] | None = None,
+    *,
+    max_batch: int = 16,
+) -> None:
+    """:func:`serve` for a handler that answers several requests at once for less than
+    one at a time: every request that has already arrived, up to ``max_batch``, goes to
+    one ``handle_batch`` call, without waiting for more.
+
+    ``handle_batch`` returns one outcome per request, in order: its answer, or the
+    Exception it raised, which fails that request alone. Each request gets its own reply,
+    as from ``serve``; if ``handle_batch`` itself raises, every request of the batch fails.
+    """
+    if max_batch < 1:
+        raise ValueError(f"max_batch must be >= 1, got {max_batch}")
     # Ctrl-C reaches the whole process group; the parent decides, and closes our stdin.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    requests = sys.stdin.buffer
+    requests = _FrameReader(sys.stdin.fileno())
     replies = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
     sys.stdout = sys.stderr  # a stray print must not corrupt the replies
     if warm_up is not None:
@@ -188,11 +247,52 @@ def serve(handle: Callable[[Any], Any], warm_up: Callable[[], Any] | None = None
     _send(replies, _frame((True, None)))  # ready
     while True:
         try:
-            message = _receive(requests)
+            messages = [requests.next()]
         except EOFError:
             return
+        while len(messages) < max_batch and (message := requests.arrived()) is not None:
+            messages.append(message)
+        for outcome in _outcomes(handle_batch, messages):
+            replies.write(_reply(outcome))
+        replies.flush()
+
+
+def _answer(handle: Callable[[Any], Any], request: Any) -> Any:
+    try:
+        return handle(request)
+    except Exception as exc:
+        return exc
+
+
+def _outcomes(handle_batch: Callable[[list[Any]], Sequence[Any]], messages: list[bytes]) -> list[Any]:
+    """Each message's answer or exception: one that cannot be unpickled fails alone."""
+    outcomes: list[Any] = []
+    requests: list[Any] = []
+    positions: list[int] = []  # of the unpickled requests among the messages
+    for message in messages:
         try:
-            reply = _frame((True, handle(pickle.loads(message))))
+            requests.append(pickle.loads(message))
         except Exception as exc:
-            reply = _frame((False, f"{type(exc).__name__}: {exc}"))
-        _send(replies, reply)
+            outcomes.append(exc)
+        else:
+            positions.append(len(outcomes))
+            outcomes.append(None)
+    if requests:
+        try:
+            answers = list(handle_batch(requests))
+            if len(answers) != len(requests):
+                raise RuntimeError(f"the batch handler answered {len(answers)} of {len(requests)} requests")
+        except Exception as exc:
+            answers = [exc] * len(requests)
+        for position, answer in zip(positions, answers, strict=True):
+            outcomes[position] = answer
+    return outcomes
+
+
+def _reply(outcome: Any) -> bytes:
+    if not isinstance(outcome, Exception):
+        try:
+            return _frame((True, outcome))
+        except Exception as exc:  # an answer that cannot be pickled
+            outcome = exc
+    return _frame((False, f"{type(outcome).__name__}: {outcome}"))

@@ -8,8 +8,10 @@ import uuid
 import numpy as np
 import pytest
 
+from qkd import cascade
 from qkd.channel import build
-from qkd.session import SessionConfig, run_session
+from qkd.quantum import ShotBank
+from qkd.session import SessionConfig, SessionResult, run_session, run_sessions
 
 NOISY = build("ideal", depolarizing=0.04)  # QBER 2%
 
@@ -119,7 +121,6 @@ def test_skipping_the_discarded_outcomes_is_refused_for_e91() -> None:
 def test_sessions_sharing_a_shot_bank() -> None:
     """A bank serves many sessions from few Aer jobs: keys still match, QBER and CHSH still
     come out right, and the same bank seed replays the same sessions."""
-    from qkd.quantum import ShotBank
 
     def sessions(bank: ShotBank) -> list:
         return [
@@ -137,3 +138,93 @@ def test_sessions_sharing_a_shot_bank() -> None:
     assert bank.jobs <= 2  # one refill per family (BB84 channel, E91 pairs) served all six
     again = sessions(ShotBank(seed=1))
     assert [r.key_sha256 for r in again] == [r.key_sha256 for r in first]
+
+
+def _batch_mix() -> list[tuple[SessionConfig, str | None]]:
+    """Sessions of every kind, each with the name of its bank: two shared banks and none."""
+
+    def small(seed: int, **kwargs: object) -> SessionConfig:
+        return SessionConfig(**{"channel": NOISY, "signals": 20_000, "seed": seed, **kwargs})
+
+    return [
+        (small(1), "a"),
+        (small(2, channel=build("ideal", depolarizing=0.06)), "b"),
+        (small(3, eve_fraction=1.0), "a"),  # aborts on its QBER
+        (small(4, reconciliation="original"), "a"),
+        (small(5, signals=200), "b"),  # too few signals
+        (small(6, protocol="e91"), "b"),  # aborts after Cascade: too short for a finite key
+        (small(7, simulate_discarded=False), None),
+        (small(8, channel=build("free-space", distance_km=0.05), simulate_discarded=False), "a"),
+        (small(1), "a"),  # seed 1 again: bank a has moved on
+        (small(9, reconciliation="original"), "b"),
+    ]
+
+
+def _with_banks(mix: list[tuple[SessionConfig, str | None]]) -> list[tuple[SessionConfig, ShotBank | None]]:
+    banks = {"a": ShotBank(seed=1), "b": ShotBank(seed=2)}
+    return [(config, None if name is None else banks[name]) for config, name in mix]
+
+
+def _one_by_one(mix: list[tuple[SessionConfig, str | None]]) -> list[SessionResult]:
+    return [run_session(config, bank=bank) for config, bank in _with_banks(mix)]
+
+
+def _same_sessions(together: list, alone: list[SessionResult]) -> None:
+    assert len(together) == len(alone)
+    for joint, single in zip(together, alone, strict=True):
+        assert isinstance(joint, SessionResult), joint
+        strip = lambda r: {k: v for k, v in r.as_dict().items() if k != "timings_s"}  # noqa: E731
+        assert strip(joint) == strip(single)
+        assert np.array_equal(joint.alice_key, single.alice_key)
+        assert np.array_equal(joint.bob_key, single.bob_key)
+
+
+def test_sessions_run_together_give_the_results_of_sessions_run_one_by_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """run_sessions reconciles the sessions that reach Cascade in one call per method; keys,
+    statistics, aborts and classical traffic are still those of run_session in the same order."""
+    mix = _batch_mix()
+    alone = _one_by_one(mix)
+    aborts = [r.abort_reason for r in alone if r.aborted]
+    assert [reason.split()[0] for reason in aborts] == ["QBER", "only", "the"]  # the last: after Cascade
+    assert sum(r.keys_match for r in alone) == 7
+
+    joint_calls: list[list[str]] = []
+    reconcile_together = cascade.reconcile_together
+
+    def counted(jobs: list[cascade.ReconcileJob]) -> list[cascade.ReconciliationResult]:
+        joint_calls.append([job.method for job in jobs])
+        return reconcile_together(jobs)
+
+    monkeypatch.setattr(cascade, "reconcile_together", counted)
+    together = run_sessions(_with_banks(mix))
+    assert joint_calls == [["biconf"] * 6, ["original"] * 2]
+    _same_sessions(together, alone)
+    for result in together:
+        stages = sum(t for stage, t in result.timings_s.items() if stage != "total")
+        assert result.timings_s["total"] == pytest.approx(stages, abs=1e-5)
+
+
+def test_a_job_that_cascade_refuses_fails_only_its_own_session(monkeypatch: pytest.MonkeyPatch) -> None:
+    """reconcile_together checks every job before it draws or counts anything; when it
+    refuses one, the jobs are reconciled one by one and only that session fails."""
+    mix = _batch_mix()
+    alone = _one_by_one(mix)
+    prepare = cascade._prepare
+    refused: list[int] = []  # id of the second job's key, once seen
+
+    def refuse_the_second_job(job: cascade.ReconcileJob) -> object:
+        if not refused and len(prepared) == 1:
+            refused.append(id(job.alice))
+        prepared.append(job)
+        if id(job.alice) in refused:
+            raise ValueError("bad keys")
+        return prepare(job)
+
+    prepared: list[cascade.ReconcileJob] = []
+    monkeypatch.setattr(cascade, "_prepare", refuse_the_second_job)
+    together = run_sessions(_with_banks(mix))
+    failed = 1  # the second session reaches Cascade second
+    assert isinstance(together[failed], ValueError) and str(together[failed]) == "bad keys"
+    _same_sessions(together[:failed] + together[failed + 1 :], alone[:failed] + alone[failed + 1 :])

@@ -1,4 +1,5 @@
-"""Worker-process plumbing (qkd.workers): ordered answers, and no deadlock on full pipes."""
+"""Worker-process plumbing (qkd.workers): ordered answers, batches of queued requests, and no
+deadlock on full pipes."""
 
 from __future__ import annotations
 
@@ -21,12 +22,39 @@ def answer(request):
 serve(answer)
 """
 
+# The same answers in batches of up to 4; "batches" asks for the sizes of the batches so far.
+# Its warm-up gives the test time to queue requests before the first batch is read.
+BATCH_ECHO = """
+import time
+from qkd.workers import serve_batches
 
-@pytest.fixture
-def echo_worker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> WorkerProcess:
-    (tmp_path / "echo_worker.py").write_text(ECHO)
+batches = []
+
+def answer(request):
+    if request == "batches":
+        return batches
+    size, padding = request
+    return ValueError("negative size") if size < 0 else b"r" * size
+
+def answer_all(requests):
+    batches.append(len(requests))
+    return [answer(request) for request in requests]
+
+serve_batches(answer_all, warm_up=lambda: time.sleep(0.5), max_batch=4)
+"""
+
+
+def _start(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, script: str) -> WorkerProcess:
+    (tmp_path / "echo_worker.py").write_text(script)
     monkeypatch.setenv("PYTHONPATH", str(tmp_path))
-    worker = WorkerProcess("echo_worker", what="the echo worker")
+    return WorkerProcess("echo_worker", what="the echo worker")
+
+
+@pytest.fixture(params=["one at a time", "in batches"])
+def echo_worker(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> WorkerProcess:
+    worker = _start(tmp_path, monkeypatch, ECHO if request.param == "one at a time" else BATCH_ECHO)
     worker.ready.result(timeout=30)
     return worker
 
@@ -60,3 +88,33 @@ def test_a_failed_request_is_reported_and_the_worker_goes_on(echo_worker: Worker
         failed.result(timeout=30)
     assert answered.result(timeout=30) == b"rrr"
     echo_worker.close()
+
+
+def test_a_batch_worker_answers_each_queued_request_in_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Requests queued while the worker warms up are handled four at a time (the cap), each
+    answered on its own: a failing one, and one the worker cannot unpickle, fail alone."""
+    worker = _start(tmp_path, monkeypatch, BATCH_ECHO)
+    requests: list = [(size, b"") for size in range(1, 11)]
+    requests[4] = (-1, b"")
+    requests[6] = _NotInTheWorker()
+    try:
+        futures = [worker.submit(request) for request in [*requests, "batches"]]
+        for index, future in enumerate(futures[:-1]):
+            if index == 4:
+                with pytest.raises(WorkerError, match="ValueError: negative size"):
+                    future.result(timeout=30)
+            elif index == 6:
+                with pytest.raises(WorkerError, match="ModuleNotFoundError"):
+                    future.result(timeout=30)
+            else:
+                assert future.result(timeout=30) == b"r" * (index + 1)
+        # 0-3; 4-7 but 6, which never reached the handler; 8, 9 and "batches"
+        assert futures[-1].result(timeout=30) == [4, 3, 3]
+    finally:
+        worker.close()
+
+
+class _NotInTheWorker:
+    """The worker cannot import this test module, so it cannot unpickle this."""
