@@ -236,6 +236,8 @@ def _exit(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
         ("[scenario]\nvehicles = 'many'", "scenario.vehicles must be an integer"),
         ("[scenario]\nspeed = 3", "unknown key scenario.speed"),
         ("[weather]\nrain = true", "unknown section [weather]"),
+        ("vehicles = 40", "vehicles must sit in a section: put it under [scenario]"),
+        ("colour = 3", "unknown setting colour outside any section"),
         ("[keys]\ncipher = 'rot13'", "keys.cipher must be one of"),
         ("[road]\nkind = 'roundabout'", "road.kind must be one of"),
         ("[scenario]\nduration_s = -1", "duration must be"),

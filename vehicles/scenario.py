@@ -147,9 +147,16 @@ def from_mapping(data: dict[str, Any], *, origin: str) -> Scenario:
     top = data.get("scenario", {})
     if not isinstance(top, dict):
         raise ScenarioError(f"{origin}: [scenario] must be a table")
-    unknown = set(data) - {"scenario", *_SECTIONS}
+    unknown = sorted(set(data) - {"scenario", *_SECTIONS})
     if unknown:
-        raise ScenarioError(f"{origin}: unknown section [{sorted(unknown)[0]}]")
+        name = unknown[0]
+        sections = ", ".join(f"[{section}]" for section in ("scenario", *_SECTIONS))
+        if isinstance(data[name], dict):
+            raise ScenarioError(f"{origin}: unknown section [{name}] (sections: {sections})")
+        homes = _homes_of(name)
+        if homes:
+            raise ScenarioError(f"{origin}: {name} must sit in a section: put it under {' or '.join(homes)}")
+        raise ScenarioError(f"{origin}: unknown setting {name} outside any section (sections: {sections})")
     kwargs: dict[str, Any] = {**_typed(Scenario, top, origin, "scenario", skip=set(_SECTIONS))}
     for section, cls in _SECTIONS.items():
         values = data.get(section, {})
@@ -157,6 +164,15 @@ def from_mapping(data: dict[str, Any], *, origin: str) -> Scenario:
             raise ScenarioError(f"{origin}: [{section}] must be a table")
         kwargs[section] = cls(**_typed(cls, values, origin, section))
     return validate(Scenario(**kwargs), origin=origin)
+
+
+def _homes_of(key: str) -> list[str]:
+    """The sections that have a setting named ``key`` (for a key written outside them)."""
+    return [
+        f"[{section}]"
+        for section, cls in (("scenario", Scenario), *_SECTIONS.items())
+        if key not in _SECTIONS and key in {f.name for f in dataclasses.fields(cls)}
+    ]
 
 
 def _typed(
