@@ -195,9 +195,11 @@ class _Layout:
             return size
         return np.bincount(sessions, minlength=self.sessions)
 
-    def parities(self, bits: np.ndarray) -> np.ndarray:
-        """Parity of each session's slots of a uint8 0/1 array."""
-        return np.bitwise_xor.reduceat(bits, self.start)
+    def parities(self, bits: np.ndarray) -> list[int]:
+        """Parity of each session's slots of a boolean array."""
+        if self.sessions == 1:
+            return [np.count_nonzero(bits) & 1]
+        return np.bitwise_xor.reduceat(bits.view(np.uint8), self.start).tolist()
 
 
 _NO_SUBSET = np.zeros(0, dtype=bool)
@@ -307,10 +309,9 @@ class _AliceParityOracle:
         self._tally.exchange(self._layout.counts(sessions, parities.size), fixed_bits=SEED_BITS)
         return parities
 
-    def subset_parities(self, pass_id: int, sessions: list[int]) -> np.ndarray:
+    def subset_parities(self, pass_id: int, sessions: list[int]) -> list[int]:
         """Parity of each session's part of a BICONF subset, one reply to each of ``sessions``."""
-        members = np.logical_and(self._key.view(bool), self._subsets[pass_id]).view(np.uint8)
-        parities = self._layout.parities(members)
+        parities = self._layout.parities(np.logical_and(self._key.view(bool), self._subsets[pass_id]))
         if self._layout.sessions == 1:
             replies: np.ndarray | int = len(sessions)
         else:
@@ -444,31 +445,21 @@ class _CascadeBob:
         first = self._blocks
         for session in sessions:
             self._unbuilt[session].append((pass_id, subset, first + 2 * session))
-        alice_parities = self._alice.subset_parities(pass_id, sessions).tolist()
-        bob_parities = layout.parities(np.logical_and(self.key.view(bool), subset).view(np.uint8)).tolist()
+        alice_parities = self._alice.subset_parities(pass_id, sessions)
+        bob_parities = layout.parities(np.logical_and(self.key.view(bool), subset))
         differed = [alice_parities[s] != bob_parities[s] for s in sessions]
         # two blocks per session: the subset (known where asked), the rest (never known)
-        members = dict.fromkeys(range(layout.sessions), 0)
-        asked = dict.fromkeys(range(layout.sessions), False)
-        odd = dict.fromkeys(range(layout.sessions), False)
-        for session, differs in zip(sessions, differed, strict=True):
-            members[session] = int(np.count_nonzero(subsets[session]))
-            asked[session] = True
-            odd[session] = differs
-        starts, ends, known, odd_blocks = [], [], [], []
+        starts, ends, known, odd = [], [], [], []
+        asked = dict(zip(sessions, differed, strict=True))  # session -> its parity differed
         for session, (start, n) in enumerate(zip(layout.start_list, layout.n_list, strict=True)):
-            middle = start + members[session]
+            members = subsets.get(session)
+            middle = start + (0 if members is None else int(np.count_nonzero(members)))
             starts += (start, middle)
             ends += (middle, start + n)
-            known += (asked[session], False)
-            odd_blocks += (odd[session], False)
+            known += (session in asked, False)
+            odd += (asked.get(session, False), False)
         self._add_blocks(
-            pass_id,
-            np.array(starts),
-            np.array(ends),
-            layout.block_sessions,
-            np.array(known),
-            np.array(odd_blocks),
+            pass_id, np.array(starts), np.array(ends), layout.block_sessions, np.array(known), np.array(odd)
         )
         if any(differed):
             self._correct_until_consistent()
