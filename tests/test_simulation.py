@@ -16,7 +16,7 @@ from vehicles.cli import main
 from vehicles.metrics import MessageRecord, Metrics, percentiles_ms
 from vehicles.reception import Reception
 from vehicles.simulate import confidence_interval, run
-from vehicles.world import LEDGER_SYNC_S, _next_tick
+from vehicles.world import LEDGER_SYNC_S, _next_tick, auto_session_workers
 
 WALL_CLOCK_FIELDS = {"wall_s", "validation_latency_ms", "ledger", "outputs"}
 SIMULATE_FIELDS = {
@@ -398,3 +398,21 @@ def test_senders_retire_a_key_when_the_ledger_says_it_expired() -> None:
     assert all(0 <= expiry[m.key_id] - m.sent_at < 0.05 for m in refused)
     assert summary["rejected"].get("expired", 0) <= 0.05 * summary["messages_delivered"]
     assert most_keys_of_one_vehicle(world) > 1  # some vehicle got a second key
+
+
+@pytest.mark.parametrize(
+    ("cipher", "vehicles", "duration_s", "cpus", "workers"),
+    [
+        ("aes-gcm", 40, 30.0, 2, 0),  # the default scenario: few sessions, in process
+        ("aes-gcm", 100, 10.0, 2, 2),  # a large fleet
+        ("otp", 40, 30.0, 2, 2),  # pad-hungry: sessions all run long
+        ("otp", 8, 6.0, 2, 0),  # a short one-time-pad run: workers would cost more than they save
+        ("otp", 40, 30.0, 1, 0),  # one core: nothing to run them on
+        ("aes-gcm", 500, 10.0, 1, 0),
+    ],
+)
+def test_qkd_workers_start_where_they_pay(
+    cipher: str, vehicles: int, duration_s: float, cpus: int, workers: int
+) -> None:
+    scenario = small(cipher, vehicles=vehicles, duration_s=duration_s)
+    assert auto_session_workers(scenario, cpus) == workers

@@ -143,7 +143,8 @@ def bench_sim(chain: str, quick: bool, duration: float, sizes: tuple[int, ...], 
     "--qkd-workers",
     type=click.IntRange(min=0, max=64),
     default=None,
-    help="Processes for QKD sessions (0: in this one; default 2 from 100 vehicles up). Same results.",
+    help="Processes for QKD sessions (0: in this one; default 2 from 100 vehicles up, and for "
+    "one-time-pad runs from 400 vehicle-seconds). Same results.",
 )
 @ledger_cli.json_option
 def simulate(

@@ -60,6 +60,10 @@ POOL_SAMPLE_S = 1.0
 KEY_CHECK_S = 0.5
 KEY_RETRY_S = 1.0  # after a session that gave no key, the link gets this long to improve
 AUTO_WORKERS_FROM_VEHICLES = 100  # smaller fleets run few sessions: not worth starting workers
+# ...except with the one-time pad, whose pools need sessions all run long. Measured with
+# `qkdiov simulate --cipher otp --qkd-workers 0|2`: 10 vehicles x 10 s, 4.3 s in process
+# against 4.7 s with workers; 20 x 10 s, even; 40 x 30 s (the highway scenario), 17.1 s against 13.1 s.
+AUTO_OTP_WORKERS_FROM_VEHICLE_SECONDS = 400.0
 AUTO_SESSION_WORKERS = 2
 ANCHOR_POLL_S = 0.05  # how often key managers check their batch's age
 NEIGHBOUR_SKIN_M = 60.0  # links are found again once a node has moved 30 m (about 10 steps)
@@ -68,6 +72,19 @@ UNICAST_RETRIES = 3
 GC_THRESHOLDS = (50_000, 20, 50)  # see _fewer_collections
 ACK_BYTES = 14
 PROCESSING_S_PER_BYTE = {"aes-gcm": 0.2e-6, "otp": 0.05e-6}  # modelled, so runs stay deterministic
+
+
+def auto_session_workers(scenario: Scenario, cpus: int) -> int:
+    """QKD worker processes when the caller does not choose: two for a large fleet or a
+    pad-hungry one-time-pad run on a machine with two cores or more, else none."""
+    if cpus < 2:
+        return 0
+    large = scenario.vehicles >= AUTO_WORKERS_FROM_VEHICLES
+    pad_hungry = (
+        scenario.keys.cipher == "otp"
+        and scenario.vehicles * scenario.duration_s >= AUTO_OTP_WORKERS_FROM_VEHICLE_SECONDS
+    )
+    return AUTO_SESSION_WORKERS if large or pad_hungry else 0
 
 
 @dataclass
@@ -137,7 +154,8 @@ class World:
         late_results: bool = True,
     ) -> None:
         """``session_workers``: processes for QKD sessions (0: in this process; None: two
-        from 100 vehicles up on a machine with two cores or more). ``reception_worker``:
+        from 100 vehicles up on a machine with two cores or more, and for one-time-pad runs
+        from 400 vehicle-seconds, whose pools need sessions all run long). ``reception_worker``:
         open received frames on a worker process (None: on the same terms).
         ``fading_worker``: draw the fading gains ahead on a worker process (None: on the
         same terms, when fading is on). ``late_results``: read a session's result only
@@ -221,7 +239,7 @@ class World:
         # one worker computing while the other idled at the end of the first-key burst.
         self._sessions_submitted = 0
         if session_workers is None:
-            session_workers = AUTO_SESSION_WORKERS if large else 0
+            session_workers = auto_session_workers(scenario, os.cpu_count() or 1)
         self.sessions = SessionService(seed=scenario.seed + 2, workers=session_workers)
         # Frames are validated on the ledger view at reception, then parsed and opened by
         # ``reception`` (on a worker, a step behind, for large fleets: see vehicles.reception).
