@@ -185,7 +185,7 @@ class _Layout:
     def combine(self, parts: list[np.ndarray], dtype: type) -> np.ndarray:
         """Per-session arrays laid out in slots (spare slots 0)."""
         combined = np.zeros(self.slots, dtype=dtype)
-        for start, part in zip(self.start.tolist(), parts, strict=True):
+        for start, part in zip(self.start_list, parts, strict=True):
             combined[start : start + part.size] = part
         return combined
 
@@ -229,11 +229,11 @@ class _Tally:
         self._bits_per_reply.append(bits_per_reply)
 
     def count(self) -> None:
+        """Count the exchanges noted since the last call into ``uses``, ``bytes``, ``disclosed``."""
         if not self._replies:
             return
-        replies = np.array(self._replies, dtype=np.int64).reshape(
-            len(self._replies), -1
-        )  # exchanges x sessions
+        # one row per exchange, one column per session
+        replies = np.array(self._replies, dtype=np.int64).reshape(len(self._replies), -1)
         per_reply = np.array(self._bits_per_reply)[:, None]
         per_item = np.where(per_reply >= 0, per_reply + 2 * self._layout.position_bits[None, :], 0)
         asked = replies > 0
