@@ -234,7 +234,14 @@ def _exit(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
     [
         ("[scenario\nname = 1", "not valid TOML"),
         ("[scenario]\nvehicles = 'many'", "scenario.vehicles must be an integer"),
-        ("[scenario]\nspeed = 3", "unknown key scenario.speed"),
+        (
+            "[scenario]\nspeed = 3",
+            "unknown key scenario.speed (did you mean scenario.seed? [scenario] has name, duration_s",
+        ),
+        (
+            "[radio]\ntx_power = 20",
+            "unknown key radio.tx_power (did you mean radio.tx_power_dbm? [radio] has",
+        ),
         ("[weather]\nrain = true", "unknown section [weather]"),
         ("vehicles = 40", "vehicles must sit in a section: put it under [scenario]"),
         ("colour = 3", "unknown setting colour outside any section"),

@@ -8,6 +8,7 @@ file and the key, so the CLI can exit 2 without a traceback.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -182,7 +183,11 @@ def _typed(
     out: dict[str, Any] = {}
     for key, value in values.items():
         if key not in fields:
-            raise ScenarioError(f"{origin}: unknown key {section}.{key}")
+            close = difflib.get_close_matches(key, fields, n=1)
+            guess = f"did you mean {section}.{close[0]}? " if close else ""
+            raise ScenarioError(
+                f"{origin}: unknown key {section}.{key} ({guess}[{section}] has {', '.join(fields)})"
+            )
         expected = fields[key].type
         out[key] = _coerce(value, str(expected), f"{origin}: {section}.{key}")
     return out
