@@ -268,6 +268,7 @@ def test_bad_scenario_files_exit_2(
         (["--vehicles", "-3"], "--vehicles"),
         (["--duration", "0"], "duration must be"),
         (["--cipher", "des"], "--cipher"),
+        (["--vehicles", "2"], "revocation.vehicle 3 is not one of the starting vehicles (0-1)"),
         (["--replications", "0"], "--replications"),
         (["--chain", "mainnet-please", "--duration", "1"], "unknown chain"),
     ],
