@@ -74,17 +74,20 @@ ACK_BYTES = 14
 PROCESSING_S_PER_BYTE = {"aes-gcm": 0.2e-6, "otp": 0.05e-6}  # modelled, so runs stay deterministic
 
 
+def _large_fleet(scenario: Scenario, cpus: int) -> bool:
+    """Whether the worker processes (QKD, reception, fading) start by default."""
+    return scenario.vehicles >= AUTO_WORKERS_FROM_VEHICLES and cpus >= 2
+
+
 def auto_session_workers(scenario: Scenario, cpus: int) -> int:
     """QKD worker processes when the caller does not choose: two for a large fleet or a
     pad-hungry one-time-pad run on a machine with two cores or more, else none."""
-    if cpus < 2:
-        return 0
-    large = scenario.vehicles >= AUTO_WORKERS_FROM_VEHICLES
     pad_hungry = (
         scenario.keys.cipher == "otp"
         and scenario.vehicles * scenario.duration_s >= AUTO_OTP_WORKERS_FROM_VEHICLE_SECONDS
+        and cpus >= 2
     )
-    return AUTO_SESSION_WORKERS if large or pad_hungry else 0
+    return AUTO_SESSION_WORKERS if _large_fleet(scenario, cpus) or pad_hungry else 0
 
 
 @dataclass
@@ -192,7 +195,7 @@ class World:
             path_loss=r.path_loss,
             nakagami=r.nakagami,
         )
-        large = scenario.vehicles >= AUTO_WORKERS_FROM_VEHICLES and (os.cpu_count() or 1) >= 2
+        large = _large_fleet(scenario, os.cpu_count() or 1)
         # Fading gains come from their own streams, drawn ahead on a worker for large fleets
         # (vehicles.fading): the same gains either way.
         self.fading = FadingGains(
