@@ -55,6 +55,7 @@ halves of the key), so error pairs that survive pass 2 escape all eight with pro
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -333,7 +334,7 @@ class _AliceParityOracle:
         """Bob is about to search these sessions: build their slices of the BICONF prefixes."""
         layout = self._layout
         for session in sessions:
-            start, n = int(layout.start[session]), int(layout.n[session])
+            start, n = layout.start_list[session], layout.n_list[session]
             for pass_id in self._unbuilt[session]:
                 order = _subset_order(self._subsets[pass_id][start : start + n]) + start
                 # the slice starts at 0 in the session's first slot: its own prefix
@@ -511,7 +512,7 @@ class _CascadeBob:
         """Bob's rows of the BICONF passes of these sessions not built yet (see the class doc)."""
         layout = self._layout
         for session in sessions:
-            start, n = int(layout.start[session]), int(layout.n[session])
+            start, n = layout.start_list[session], layout.n_list[session]
             for pass_id, subset, first_block in self._unbuilt[session]:
                 members = subset[start : start + n]
                 self._orders[pass_id, start : start + n] = _subset_order(members) + start
@@ -709,21 +710,14 @@ def reconcile_together(jobs: list[ReconcileJob]) -> list[ReconciliationResult]:
                 batch, _reconcile_jointly(method, [prepared[i] for i in batch]), strict=True
             ):
                 results[index] = result
-    return [result for result in results if result is not None]
+    done = [result for result in results if result is not None]
+    assert len(done) == len(jobs), "every job belongs to one batch"
+    return done
 
 
-@dataclass
-class _Prepared:
-    alice: np.ndarray
-    bob: np.ndarray
-    qber: float
-    rng: np.random.Generator
-    channel: ClassicalChannel
-    stage: str
-
-
-def _prepare(job: ReconcileJob) -> _Prepared:
-    """Check one job's inputs, as :func:`reconcile` documents them."""
+def _prepare(job: ReconcileJob) -> ReconcileJob:
+    """One job's inputs checked, as :func:`reconcile` documents them: its keys as copies of
+    uint8 bits, its QBER a float, and a private channel if it has none."""
     parameters(job.method)
     alice_key = _as_key(job.alice, "Alice")
     bob_key = _as_key(job.bob, "Bob")  # a copy: the input is not modified
@@ -735,10 +729,11 @@ def _prepare(job: ReconcileJob) -> _Prepared:
     if not 0.0 <= qber <= 0.5:
         raise ValueError(f"estimated QBER must be in [0, 0.5], got {qber}")
     channel = job.channel if job.channel is not None else ClassicalChannel()
-    return _Prepared(alice_key, bob_key, qber, job.rng, channel, job.stage)
+    return dataclasses.replace(job, alice=alice_key, bob=bob_key, qber=qber, channel=channel)
 
 
-def _reconcile_jointly(method: str, jobs: list[_Prepared]) -> list[ReconciliationResult]:
+def _reconcile_jointly(method: str, jobs: list[ReconcileJob]) -> list[ReconciliationResult]:
+    """Checked jobs (:func:`_prepare`) of one method, side by side."""
     params = parameters(method)
     sizes = [job.alice.size for job in jobs]
     layout = _Layout(sizes)
@@ -770,8 +765,9 @@ def _reconcile_jointly(method: str, jobs: list[_Prepared]) -> list[Reconciliatio
     tally.count()
     results = []
     for session, job in enumerate(jobs):
+        assert job.channel is not None, "jobs come through _prepare"
         tally.post(session, job.channel, job.stage)
-        start = int(layout.start[session])
+        start = layout.start_list[session]
         results.append(
             ReconciliationResult(
                 corrected=bob_side.key[start : start + sizes[session]].copy(),
