@@ -279,6 +279,25 @@ def test_bad_flags_exit_2(capsys: pytest.CaptureFixture[str], argv: list[str], f
     assert fragment in err, err
 
 
+@pytest.mark.parametrize("extra", [[], ["--replications", "2"]])
+def test_an_unwritable_out_dir_exits_2_before_the_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, extra: list[str]
+) -> None:
+    """A bad --out is refused at once: it used to cost the whole run, then a traceback."""
+    import vehicles.simulate
+
+    def never(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a run started although its outputs could not be written")
+
+    monkeypatch.setattr(vehicles.simulate, "connect", never)
+    monkeypatch.setattr(vehicles.simulate, "ProcessPoolExecutor", never)
+    (tmp_path / "a-file").write_text("")
+    out = tmp_path / "a-file" / "runs"
+    code, err = _exit(capsys, "simulate", "--duration", "1", "--vehicles", "5", "--out", str(out), *extra)
+    assert code == 2 and err.startswith("error:") and len(err.strip().splitlines()) == 1
+    assert f"cannot write outputs to {out}: Not a directory" in err, err
+
+
 def test_bench_sim_refuses_a_bad_duration(capsys: pytest.CaptureFixture[str]) -> None:
     code, err = _exit(capsys, "bench", "sim", "--duration", "0.5")
     assert (
@@ -339,11 +358,18 @@ def test_roadside_units_check_for_vehicles_on_one_shared_clock() -> None:
     ]
 
 
-def test_replications_run_seeds_in_parallel_with_confidence_intervals() -> None:
+def test_replications_run_seeds_in_parallel_with_confidence_intervals(tmp_path: Path) -> None:
     from vehicles.simulate import replicate
 
-    report = replicate(small("aes-gcm", duration_s=2.0, vehicles=4), 2, workers=2)
+    report = replicate(small("aes-gcm", duration_s=2.0, vehicles=4), 2, workers=2, out_dir=tmp_path)
     assert report["seeds"] == [1, 2] and len(report["runs"]) == 2
+    # --out keeps every run's outputs and the report
+    assert {p.name for p in tmp_path.iterdir()} == {"replications.json", "seed-1", "seed-2"}
+    for seed, run_ in zip((1, 2), report["runs"], strict=True):
+        assert {p.name for p in (tmp_path / f"seed-{seed}").iterdir()} >= OUTPUT_FILES
+        written = json.loads((tmp_path / f"seed-{seed}" / "summary.json").read_text())
+        assert written["seed"] == seed and written["messages_sent"] == run_["messages_sent"]
+    assert json.loads((tmp_path / "replications.json").read_text())["metrics"] == report["metrics"]
     pdr = report["metrics"]["pdr"]
     values = [run_["pdr"] for run_ in report["runs"]]
     assert pdr["n"] == 2 and pdr["mean"] == pytest.approx(sum(values) / 2)

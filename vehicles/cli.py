@@ -180,9 +180,15 @@ def simulate(
         )
     except scenarios.ScenarioError as exc:
         raise click.UsageError(str(exc)) from None
+    from vehicles.report import OutputDirError
+
+    out_path = Path(out_dir) if out_dir else None
     if replications > 1:
         with ledger_cli.err.status(f"{replications} replications in parallel"):
-            report = replicate(chosen, replications)
+            try:
+                report = replicate(chosen, replications, out_dir=out_path)
+            except OutputDirError as exc:
+                raise click.UsageError(str(exc)) from None
         if as_json:
             print(json.dumps(report))
             return
@@ -192,6 +198,8 @@ def simulate(
         for name, ci in report["metrics"].items():
             table.add_row(name, _fmt(ci["mean"]), _fmt(ci["ci95"]))
         ledger_cli.out.print(table)
+        if out_path:
+            ledger_cli.out.print(f"report in {out_path / 'replications.json'}, each run's outputs in seed-*/")
         return
     from vehicles.sumo import SumoUnavailable
 
@@ -200,11 +208,11 @@ def simulate(
         try:
             summary, _ = run(
                 chosen,
-                out_dir=Path(out_dir) if out_dir else None,
+                out_dir=out_path,
                 progress=lambda fraction: bar.update(task, completed=fraction),
                 session_workers=qkd_workers,
             )
-        except SumoUnavailable as exc:
+        except (SumoUnavailable, OutputDirError) as exc:
             raise click.UsageError(str(exc)) from None
     if as_json:
         print(json.dumps(summary))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -25,20 +26,36 @@ PLOTS = (
 )
 
 
-def _atomic_write(path: Path, text: str) -> None:
+class OutputDirError(ValueError):
+    """The output directory cannot be created or written: a user's choice, said in one line."""
+
+
+def prepare_out_dir(out_dir: Path) -> Path:
+    """Create ``out_dir`` and prove it writable before a run, so a bad ``--out`` costs
+    seconds, not the whole simulation."""
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out_dir):
+            pass
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise OutputDirError(f"cannot write outputs to {out_dir}: {reason}") from None
+    return out_dir
+
+
+def write_json(path: Path, data: Any) -> Path:
+    """JSON to ``path`` by way of a temporary file (never half-written)."""
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
+    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
     os.replace(tmp, path)
+    return path
 
 
 def write_outputs(
     out_dir: Path, config: dict[str, Any], summary: dict[str, Any], metrics: Metrics
 ) -> list[Path]:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    written = []
-    for name, data in (("config.json", config), ("summary.json", summary)):
-        _atomic_write(out_dir / name, json.dumps(data, indent=2, default=str) + "\n")
-        written.append(out_dir / name)
+    prepare_out_dir(out_dir)
+    written = [write_json(out_dir / "config.json", config), write_json(out_dir / "summary.json", summary)]
     written.append(_write_csv(out_dir / "messages.csv", [m.__dict__ for m in metrics.messages]))
     written.append(_write_csv(out_dir / "keys.csv", metrics.key_rows))
     written.append(_write_csv(out_dir / "pdr_by_distance.csv", metrics.pdr_by_distance()))

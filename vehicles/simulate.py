@@ -1,7 +1,8 @@
 """Run a scenario end to end: a fresh chain and contract, the SimPy world, the outputs.
 
 ``run`` is what ``qkdiov simulate`` and ``scripts/simulate.py`` call; ``replicate``
-runs several seeds in parallel processes and adds 95% confidence intervals.
+runs several seeds in parallel processes and adds 95% confidence intervals. Both check
+the output directory before they start.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import numpy as np
 from ledger.chain import connect
 from ledger.deployment import deploy
 
-from .report import write_outputs
+from .report import prepare_out_dir, write_json, write_outputs
 from .scenario import Scenario
 from .world import World
 
@@ -40,6 +41,8 @@ def run(
     sessions, for opening received frames and for drawing fading gains; ``late_results``:
     read session results only when needed (see :class:`World`). The results are the same
     either way."""
+    if out_dir is not None:
+        prepare_out_dir(out_dir)
     started = time.perf_counter()
     chain = connect(scenario.chain, persist=False)
     try:
@@ -63,9 +66,11 @@ def run(
     return summary, world
 
 
-def _run_for_replication(scenario: Scenario) -> dict[str, Any]:
+def _run_for_replication(scenario: Scenario, out_dir: Path | None) -> dict[str, Any]:
     # replications fill the cores
-    summary, _ = run(scenario, session_workers=0, reception_worker=False, fading_worker=False)
+    summary, _ = run(
+        scenario, out_dir=out_dir, session_workers=0, reception_worker=False, fading_worker=False
+    )
     return summary
 
 
@@ -97,11 +102,20 @@ def confidence_interval(values: list[float]) -> dict[str, float | None]:
     return {"mean": float(array.mean()), "ci95": half, "n": int(array.size)}
 
 
-def replicate(scenario: Scenario, replications: int, *, workers: int = 2) -> dict[str, Any]:
-    """Seeds seed, seed+1, ... in parallel processes; each metric as mean +- 95% CI."""
+def replicate(
+    scenario: Scenario, replications: int, *, workers: int = 2, out_dir: Path | None = None
+) -> dict[str, Any]:
+    """Seeds seed, seed+1, ... in parallel processes; each metric as mean +- 95% CI.
+
+    With ``out_dir``: every run writes its outputs to ``seed-<seed>/`` there, and the
+    report goes to ``replications.json`` beside them."""
     scenarios = [dataclasses.replace(scenario, seed=scenario.seed + i) for i in range(replications)]
+    run_dirs: list[Path | None] = [None] * replications
+    if out_dir is not None:
+        prepare_out_dir(out_dir)
+        run_dirs = [out_dir / f"seed-{s.seed}" for s in scenarios]
     with ProcessPoolExecutor(max_workers=max(1, min(workers, replications))) as pool:
-        summaries = list(pool.map(_run_for_replication, scenarios))
+        summaries = list(pool.map(_run_for_replication, scenarios, run_dirs))
     intervals = {}
     for path, name in REPLICATED.items():
         values = []
@@ -111,5 +125,8 @@ def replicate(scenario: Scenario, replications: int, *, workers: int = 2) -> dic
                 value = value.get(key) if isinstance(value, dict) else None
             values.append(value)
         intervals[name] = confidence_interval(values)
-    return {"replications": replications, "seeds": [s.seed for s in scenarios], "metrics": intervals,
-            "runs": summaries}  # fmt: skip
+    report = {"replications": replications, "seeds": [s.seed for s in scenarios], "metrics": intervals,
+              "runs": summaries}  # fmt: skip
+    if out_dir is not None:
+        write_json(out_dir / "replications.json", {"scenario": scenario.as_dict(), **report})
+    return report
