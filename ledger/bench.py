@@ -62,17 +62,22 @@ def _records(count: int, vehicle: str, now: int) -> list[KeyRecord]:
 def run_ledger_bench(
     *,
     chain: str = "anvil",
-    records: int = 200_000,
-    batch_size: int = 4096,
-    baseline_records: int = 5_000,
-    accounts: int = 4,
+    records: int | None = None,
+    batch_size: int | None = None,
+    baseline_records: int | None = None,
+    accounts: int | None = None,
     block_time: float | None = None,
     quick: bool = False,
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
+    """``None`` takes the default: 200,000 records in batches of 4,096, a baseline of
+    5,000 single records, 4 key-manager accounts; ``quick`` makes those 600, 128, 20 and
+    2 (values given still win)."""
     say = progress or (lambda message: None)
-    if quick:
-        records, batch_size, baseline_records, accounts = 600, 128, 20, 2
+    records = records if records is not None else 600 if quick else 200_000
+    batch_size = batch_size if batch_size is not None else 128 if quick else 4096
+    baseline_records = baseline_records if baseline_records is not None else 20 if quick else 5_000
+    accounts = accounts if accounts is not None else 2 if quick else 4
     managed = chain == "anvil"
     if block_time is None:
         block_time = 1.0 if managed else 0.0

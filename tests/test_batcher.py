@@ -139,6 +139,33 @@ def test_bench_ledger_quick_reports_its_fields(capsys: pytest.CaptureFixture[str
     assert report["records"] == 600 and report["batches"] == 5
 
 
+def test_bench_ledger_flags_given_win_over_quick(capsys: pytest.CaptureFixture[str]) -> None:
+    """--quick only picks what is not given (it used to replace --records and the others silently)."""
+    import json
+
+    from vehicles.cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main(
+            [
+                "bench",
+                "ledger",
+                "--quick",
+                "--records",
+                "50",
+                "--batch-size",
+                "10",
+                "--accounts",
+                "1",
+                "--json",
+            ]
+        )
+    assert int(info.value.code or 0) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert (report["records"], report["batch_size"], report["key_manager_accounts"]) == (50, 10, 1)
+    assert report["baseline_records"] == 20 and report["batches"] == 5  # the quick default where not given
+
+
 def test_a_key_revoked_after_anchoring_is_revoked_in_the_view(ledger: KeyLedgerClient) -> None:
     """Batched keys are revoked through their vehicle's epoch (the contract's O(1) revocation):
     keys anchored before ``revokeVehicleKeys`` turn revoked once the view has the event, a

@@ -249,6 +249,15 @@ def _exit(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
         ("[road]\nkind = 'roundabout'", "road.kind must be one of"),
         ("[scenario]\nduration_s = -1", "duration must be"),
         ("[revocation]\nvehicle = 2", "revocation needs both"),
+        # values that used to fail only inside the run, with a traceback, or to hang it
+        ("[keys]\nreconciliation = 'bogus'", "keys.reconciliation must be one of original, biconf, yanetal"),
+        ("[road]\nlength_m = inf", "road.length_m must be a finite number, got inf"),
+        ("[radio]\ntx_power_dbm = nan", "radio.tx_power_dbm must be a finite number, got nan"),
+        ("[keys]\nkey_ttl_s = inf", "keys.key_ttl_s must be a finite number"),
+        ("[traffic]\nv2i_hz = inf", "traffic.v2i_hz must be a finite number"),
+        ("[traffic]\ndenm_rate_per_s = 1e9", "traffic.denm_rate_per_s must be in [0, 10]"),
+        ("[road]\nlength_m = 1e9", "road.length_m must be between 100 and 100000"),
+        ("[road]\nkind = 'sumo'\nsumo_config = 'nope.sumocfg'", "no SUMO configuration file"),
     ],
 )
 def test_bad_scenario_files_exit_2(
@@ -271,6 +280,9 @@ def test_bad_scenario_files_exit_2(
         (["--vehicles", "2"], "revocation.vehicle 3 is not one of the starting vehicles (0-1)"),
         (["--replications", "0"], "--replications"),
         (["--chain", "mainnet-please", "--duration", "1"], "unknown chain"),
+        (["--out", ""], "--out needs a directory name"),
+        (["--replications", "2", "--qkd-workers", "0"], "--qkd-workers applies to a single run"),
+        (["--bogus-flag"], "No such option"),
     ],
 )
 def test_bad_flags_exit_2(capsys: pytest.CaptureFixture[str], argv: list[str], fragment: str) -> None:
@@ -296,6 +308,39 @@ def test_an_unwritable_out_dir_exits_2_before_the_run(
     code, err = _exit(capsys, "simulate", "--duration", "1", "--vehicles", "5", "--out", str(out), *extra)
     assert code == 2 and err.startswith("error:") and len(err.strip().splitlines()) == 1
     assert f"cannot write outputs to {out}: Not a directory" in err, err
+
+
+@pytest.mark.parametrize("extra", [[], ["--replications", "2"]])
+def test_a_fleet_the_road_cannot_hold_exits_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: list[str]
+) -> None:
+    """Found only when the road is built (in the replications' processes too): one line, not a traceback."""
+    path = tmp_path / "short.toml"
+    path.write_text("[road]\nlength_m = 100\n")
+    code, err = _exit(
+        capsys, "simulate", "--scenario", str(path), "--vehicles", "50", "--duration", "1", *extra
+    )
+    assert code == 2 and err.startswith("error:") and len(err.strip().splitlines()) == 1
+    assert "50 vehicles do not fit on the road: at most 42" in err, err
+
+
+def test_the_scenario_chooses_the_chain_unless_a_flag_or_the_environment_does(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--chain had a default that always replaced [scenario] chain, so the file's was never used."""
+    monkeypatch.delenv("QKDIOV_CHAIN", raising=False)
+    path = tmp_path / "chain.toml"
+    path.write_text("[scenario]\nchain = 'marsnet'\n")
+    code, err = _exit(capsys, "simulate", "--scenario", str(path), "--duration", "1", "--vehicles", "4")
+    assert code == 2 and "unknown chain 'marsnet'" in err, err
+    small_run = ["simulate", "--scenario", str(path), "--duration", "1", "--vehicles", "4", "--json"]
+    for chosen, argv in (("flag", [*small_run, "--chain", "embedded"]), ("env", small_run)):
+        if chosen == "env":
+            monkeypatch.setenv("QKDIOV_CHAIN", "embedded")
+        with pytest.raises(SystemExit) as info:
+            main(argv)
+        assert int(info.value.code or 0) == 0, chosen
+        assert json.loads(capsys.readouterr().out)["chain"] == "embedded", chosen
 
 
 def test_bench_sim_refuses_a_bad_duration(capsys: pytest.CaptureFixture[str]) -> None:
@@ -325,6 +370,10 @@ def test_bench_sim_runs_the_sizes_asked_for(capsys: pytest.CaptureFixture[str]) 
     report = json.loads(capsys.readouterr().out)
     assert [row["vehicles"] for row in report["scaling"]] == [12] and report["vehicles"] == 12
     assert report["simulated_s"] == 1.0 and report["scaling"][0]["frames"] > 0
+    with pytest.raises(SystemExit) as info:  # --quick used to replace a --duration given with 2 s
+        main(["bench", "sim", "--quick", "--vehicles", "5", "--duration", "1", "--json"])
+    quick = json.loads(capsys.readouterr().out)
+    assert quick["simulated_s"] == 1.0 and [row["vehicles"] for row in quick["scaling"]] == [5]
     code, err = _exit(capsys, "bench", "sim", "--vehicles", "0")
     assert code == 2 and "--vehicles" in err and len(err.strip().splitlines()) == 1
 

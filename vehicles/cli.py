@@ -41,36 +41,43 @@ bench.add_command(qkd_cli.bench_cascade)
 
 @bench.command("ledger")
 @ledger_cli.chain_option
-@click.option("--records", type=click.IntRange(min=1, max=10_000_000), default=200_000, show_default=True)
-@click.option("--batch-size", type=click.IntRange(min=1, max=65_536), default=4096, show_default=True)
+@click.option(
+    "--records",
+    type=click.IntRange(min=1, max=10_000_000),
+    default=None,
+    help="[default: 200000; --quick: 600]",
+)
+@click.option(
+    "--batch-size", type=click.IntRange(min=1, max=65_536), default=None, help="[default: 4096; --quick: 128]"
+)
 @click.option(
     "--baseline-records",
     type=click.IntRange(min=1, max=1_000_000),
-    default=5_000,
-    show_default=True,
-    help="Single-record transactions for the baseline.",
+    default=None,
+    help="Single-record transactions for the baseline [default: 5000; --quick: 20].",
 )
 @click.option(
     "--accounts",
     type=click.IntRange(min=1, max=9),
-    default=4,
-    show_default=True,
-    help="Key-manager accounts the transactions are spread over.",
+    default=None,
+    help="Key-manager accounts the transactions are spread over [default: 4; --quick: 2].",
 )
 @click.option(
     "--block-time",
     type=click.FloatRange(min=0),
     default=None,
-    help="Interval mining on the anvil the bench starts [default: 1 s; 0 = automine].",
+    help="Interval mining on the anvil node the bench starts (--chain anvil) [default: 1 s; 0 = automine].",
 )
-@click.option("--quick", is_flag=True, help="600 records in batches of 128: a smoke test, not a figure.")
+@click.option(
+    "--quick", is_flag=True, help="Small defaults (flags given still win): a smoke test, not a figure."
+)
 @ledger_cli.json_option
 def bench_ledger(
     chain: str,
-    records: int,
-    batch_size: int,
-    baseline_records: int,
-    accounts: int,
+    records: int | None,
+    batch_size: int | None,
+    baseline_records: int | None,
+    accounts: int | None,
     block_time: float | None,
     quick: bool,
     as_json: bool,
@@ -94,23 +101,27 @@ def bench_ledger(
 
 @bench.command("sim")
 @ledger_cli.chain_option
-@click.option("--quick", is_flag=True, help="20 and 40 vehicles for 2 s: a smoke test, not a figure.")
+@click.option(
+    "--quick",
+    is_flag=True,
+    help="20 and 40 vehicles for 2 s (flags given still win): a smoke test, not a figure.",
+)
 @click.option(
     "--duration",
     type=click.FloatRange(min=1.0, max=600.0),
-    default=10.0,
-    show_default=True,
-    help="Simulated seconds per size (longer runs show the rate after every vehicle has its first key).",
+    default=None,
+    help="Simulated seconds per size (longer runs show the rate after every vehicle has its first key) "
+    "[default: 10; --quick: 2].",
 )
 @click.option(
     "--vehicles",
     "sizes",
-    type=click.IntRange(min=1, max=10_000),
+    type=click.IntRange(min=1, max=5_000),
     multiple=True,
     help="Fleet size to run (repeatable) [default: 100, 200, 500 and 1000].",
 )
 @ledger_cli.json_option
-def bench_sim(chain: str, quick: bool, duration: float, sizes: tuple[int, ...], as_json: bool) -> None:
+def bench_sim(chain: str, quick: bool, duration: float | None, sizes: tuple[int, ...], as_json: bool) -> None:
     """Simulator speed: real-time factor and events/s, scaling over 100/200/500/1000 vehicles at 10 Hz."""
     from vehicles.bench import run_sim_bench
 
@@ -127,13 +138,22 @@ def bench_sim(chain: str, quick: bool, duration: float, sizes: tuple[int, ...], 
 
 @app.command()
 @click.option(
-    "--scenario", "scenario_file", default=None, help="TOML file, or a bundled name: highway, urban-grid."
+    "--scenario",
+    "scenario_file",
+    default=None,
+    help="TOML file, or a bundled name: highway, urban-grid, sumo-grid (needs the sumo extra).",
 )
 @click.option("--vehicles", type=click.IntRange(min=0), default=None, help="Vehicles at the start.")
 @click.option("--rsus", type=click.IntRange(min=1), default=None, help="Roadside units.")
 @click.option("--duration", type=float, default=None, help="Simulated seconds.")
 @click.option("--cipher", type=click.Choice(["otp", "aes-gcm"]), default=None)
-@ledger_cli.chain_option
+@click.option(
+    "--chain",
+    default=None,
+    envvar="QKDIOV_CHAIN",
+    help="embedded, anvil, hardhat, or an http(s):// / ws:// JSON-RPC URL [default: the scenario's, "
+    "embedded in the bundled ones]. Env: QKDIOV_CHAIN.",
+)
 @click.option("--seed", type=click.IntRange(min=0), default=None)
 @click.option(
     "--out", "out_dir", type=click.Path(file_okay=False), default=None, help="Write JSON, CSV and plots here."
@@ -153,7 +173,7 @@ def simulate(
     rsus: int | None,
     duration: float | None,
     cipher: str | None,
-    chain: str,
+    chain: str | None,
     seed: int | None,
     out_dir: str | None,
     replications: int,
@@ -166,8 +186,16 @@ def simulate(
     from rich.progress import Progress
 
     from vehicles import scenario as scenarios
+    from vehicles.report import OutputDirError
     from vehicles.simulate import replicate, run
+    from vehicles.sumo import SumoUnavailable
 
+    if out_dir is not None and not out_dir.strip():
+        raise click.UsageError("--out needs a directory name")
+    if replications > 1 and qkd_workers is not None:
+        raise click.UsageError(
+            "--qkd-workers applies to a single run: each replication runs its sessions in its own process"
+        )
     try:
         base = scenarios.load(scenario_file if scenario_file is not None else "highway")
         chosen = base.with_overrides(
@@ -180,14 +208,14 @@ def simulate(
         )
     except scenarios.ScenarioError as exc:
         raise click.UsageError(str(exc)) from None
-    from vehicles.report import OutputDirError
-
     out_path = Path(out_dir) if out_dir else None
+    # mistakes found only once a run starts (a fleet the road cannot hold, no libsumo, --out)
+    user_errors = (scenarios.ScenarioError, SumoUnavailable, OutputDirError)
     if replications > 1:
         with ledger_cli.err.status(f"{replications} replications in parallel"):
             try:
                 report = replicate(chosen, replications, out_dir=out_path)
-            except OutputDirError as exc:
+            except user_errors as exc:
                 raise click.UsageError(str(exc)) from None
         if as_json:
             print(json.dumps(report))
@@ -201,8 +229,6 @@ def simulate(
         if out_path:
             ledger_cli.out.print(f"report in {out_path / 'replications.json'}, each run's outputs in seed-*/")
         return
-    from vehicles.sumo import SumoUnavailable
-
     with Progress(console=ledger_cli.err, transient=True, disable=not ledger_cli.err.is_terminal) as bar:
         task = bar.add_task(f"simulating {chosen.duration_s:g} s", total=1.0)
         try:
@@ -212,7 +238,7 @@ def simulate(
                 progress=lambda fraction: bar.update(task, completed=fraction),
                 session_workers=qkd_workers,
             )
-        except (SumoUnavailable, OutputDirError) as exc:
+        except user_errors as exc:
             raise click.UsageError(str(exc)) from None
     if as_json:
         print(json.dumps(summary))

@@ -416,8 +416,8 @@ class _LaneNetwork:
         capacity = np.floor(self.lane_length / (length + min_gap)).astype(int)
         if np.any(per_lane > capacity):
             raise ValueError(
-                f"initial_vehicles={count} do not fit: at most {int(capacity.sum())} with gaps of "
-                f"{min_gap:g} m on these lanes"
+                f"{count} vehicles do not fit on the road: at most {int(capacity.sum())} with gaps of "
+                f"{min_gap:g} m (start fewer vehicles or make the road longer)"
             )
         lanes, positions, speeds = [], [], []
         for lane in np.flatnonzero(per_lane):

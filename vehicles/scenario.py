@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from qkd.cascade import METHODS as RECONCILIATIONS
 
 SCENARIO_DIR = Path(__file__).resolve().parent.parent / "scenarios"
 CIPHERS = ("otp", "aes-gcm")
@@ -141,6 +144,10 @@ def load(path: str | Path | None) -> Scenario:
         scenario = dataclasses.replace(
             scenario, road=dataclasses.replace(scenario.road, sumo_config=resolved)
         )
+    if scenario.road.kind == "sumo" and not Path(scenario.road.sumo_config).is_file():
+        raise ScenarioError(
+            f"{candidate}: road.sumo_config: no SUMO configuration file {scenario.road.sumo_config}"
+        )
     return scenario
 
 
@@ -214,10 +221,25 @@ def _coerce(value: Any, type_name: str, where: str) -> Any:
     return value
 
 
+def _not_finite(s: Scenario) -> str | None:
+    """The first setting that holds inf or nan (TOML can write both), as ``section.key``."""
+    for section, values in (("scenario", s), *((name, getattr(s, name)) for name in _SECTIONS)):
+        for spec in dataclasses.fields(values):
+            value = getattr(values, spec.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                return f"{section}.{spec.name} must be a finite number, got {value}"
+    return None
+
+
 def validate(s: Scenario, *, origin: str) -> Scenario:
+    """Every value in the range the simulator can run, else one line naming the setting."""
+
     def check(ok: bool, message: str) -> None:
         if not ok:
             raise ScenarioError(f"{origin}: {message}")
+
+    not_finite = _not_finite(s)
+    check(not_finite is None, str(not_finite))
 
     check(0 < s.duration_s <= 86_400, f"duration must be in (0, 86400] s, got {s.duration_s}")
     check(0 <= s.vehicles <= 5_000, f"vehicles must be between 0 and 5000, got {s.vehicles}")
@@ -226,12 +248,26 @@ def validate(s: Scenario, *, origin: str) -> Scenario:
     check(s.road.kind in ROADS, f"road.kind must be one of {', '.join(ROADS)}, got {s.road.kind!r}")
     if s.road.kind == "sumo":
         check(bool(s.road.sumo_config), "road.kind = 'sumo' needs road.sumo_config, a .sumocfg file")
-    check(s.road.length_m >= 100, f"road.length_m must be at least 100, got {s.road.length_m}")
+    check(
+        100 <= s.road.length_m <= 100_000,
+        f"road.length_m must be between 100 and 100000, got {s.road.length_m}",
+    )
     check(1 <= s.road.lanes <= 8, f"road.lanes must be between 1 and 8, got {s.road.lanes}")
     check(1 <= s.road.blocks <= 20, f"road.blocks must be between 1 and 20, got {s.road.blocks}")
-    check(s.road.block_m >= 50, f"road.block_m must be at least 50, got {s.road.block_m}")
-    check(s.road.entry_rate_per_s >= 0, f"road.entry_rate_per_s must be >= 0, got {s.road.entry_rate_per_s}")
+    check(50 <= s.road.block_m <= 2_000, f"road.block_m must be between 50 and 2000, got {s.road.block_m}")
+    check(
+        0 <= s.road.entry_rate_per_s <= 20,
+        f"road.entry_rate_per_s must be in [0, 20] vehicles/s, got {s.road.entry_rate_per_s}",
+    )
     check(s.radio.path_loss in ("log-distance", "two-ray"), f"radio.path_loss {s.radio.path_loss!r} unknown")
+    check(
+        -30 <= s.radio.tx_power_dbm <= 50,
+        f"radio.tx_power_dbm must be in [-30, 50], got {s.radio.tx_power_dbm}",
+    )
+    check(
+        -130 <= s.radio.sensitivity_dbm <= -30,
+        f"radio.sensitivity_dbm must be in [-130, -30], got {s.radio.sensitivity_dbm}",
+    )
     check(
         0 < s.radio.data_rate_mbps <= 27,
         f"radio.data_rate_mbps must be in (0, 27], got {s.radio.data_rate_mbps}",
@@ -241,18 +277,34 @@ def validate(s: Scenario, *, origin: str) -> Scenario:
         20 <= s.traffic.payload_bytes <= 1500,
         f"traffic.payload_bytes must be 20-1500, got {s.traffic.payload_bytes}",
     )
-    check(s.traffic.denm_rate_per_s >= 0, "traffic.denm_rate_per_s must be >= 0")
-    check(s.traffic.v2i_hz >= 0, "traffic.v2i_hz must be >= 0")
+    check(
+        0 <= s.traffic.denm_rate_per_s <= 10,
+        f"traffic.denm_rate_per_s must be in [0, 10] per vehicle, got {s.traffic.denm_rate_per_s}",
+    )
+    check(0 <= s.traffic.v2i_hz <= 10, f"traffic.v2i_hz must be in [0, 10], got {s.traffic.v2i_hz}")
     check(s.keys.cipher in CIPHERS, f"keys.cipher must be one of {', '.join(CIPHERS)}, got {s.keys.cipher!r}")
     check(
         1_000 <= s.keys.qkd_signals <= 10_000_000,
         f"keys.qkd_signals must be 1e3-1e7, got {s.keys.qkd_signals}",
     )
-    check(s.keys.source_rate_hz > 0, "keys.source_rate_hz must be positive")
+    check(
+        s.keys.reconciliation in RECONCILIATIONS,
+        f"keys.reconciliation must be one of {', '.join(RECONCILIATIONS)}, got {s.keys.reconciliation!r}",
+    )
+    check(
+        0 < s.keys.source_rate_hz <= 1e11,
+        f"keys.source_rate_hz must be in (0, 1e11] signals/s, got {s.keys.source_rate_hz}",
+    )
     check(0 < s.keys.qkd_range_m <= 2_000, f"keys.qkd_range_m must be in (0, 2000], got {s.keys.qkd_range_m}")
-    check(s.keys.key_ttl_s > 0, "keys.key_ttl_s must be positive")
+    check(
+        0 < s.keys.key_ttl_s <= 31_536_000,
+        f"keys.key_ttl_s must be in (0, 31536000] (a year), got {s.keys.key_ttl_s}",
+    )
     check(s.keys.rekey_messages >= 1, "keys.rekey_messages must be at least 1")
-    check(s.keys.rekey_seconds > 0, "keys.rekey_seconds must be positive")
+    check(
+        0 < s.keys.rekey_seconds <= 86_400,
+        f"keys.rekey_seconds must be in (0, 86400], got {s.keys.rekey_seconds}",
+    )
     check(s.keys.refill_below_bits >= 0, "keys.refill_below_bits must be >= 0")
     check(
         s.keys.anchoring in ANCHORING,

@@ -51,7 +51,7 @@ from .fading import FadingGains
 from .metrics import OUT_OF_RANGE, MessageRecord, Metrics
 from .mobility import build_road
 from .reception import Reception
-from .scenario import Scenario
+from .scenario import Scenario, ScenarioError
 
 STEP_S = 0.1
 RSU_ID_BASE = 1_000_000_000
@@ -179,13 +179,16 @@ class World:
                 params = {"length_m": road.length_m, "lanes": road.lanes}
             else:
                 params = {"blocks": road.blocks, "block_m": road.block_m}
-            self.road = build_road(
-                road.kind,
-                **params,
-                entry_rate_per_s=road.entry_rate_per_s,
-                rng=np.random.default_rng(scenario.seed + 1),
-                initial_vehicles=scenario.vehicles,
-            )
+            try:
+                self.road = build_road(
+                    road.kind,
+                    **params,
+                    entry_rate_per_s=road.entry_rate_per_s,
+                    rng=np.random.default_rng(scenario.seed + 1),
+                    initial_vehicles=scenario.vehicles,
+                )
+            except ValueError as exc:  # a fleet the road cannot hold: the scenario's doing
+                raise ScenarioError(str(exc)) from None
         r = scenario.radio
         self.radio_params = radio.RadioParameters(
             tx_power_dbm=r.tx_power_dbm,
