@@ -77,6 +77,20 @@ def accounts_from_env() -> list[LocalAccount]:
     return []
 
 
+def os_error_reason(exc: OSError) -> str:
+    """Why a path could not be created or opened, for a one-line message.
+
+    A file standing where a directory should be is named (mkdir reports only "File
+    exists" or "Not a directory" for the path it was making); otherwise the OS's words.
+    """
+    if isinstance(exc, FileExistsError | NotADirectoryError) and exc.filename:
+        path = Path(os.fsdecode(exc.filename))
+        for candidate in [*reversed(path.parents), path]:
+            if candidate.exists() and not candidate.is_dir():
+                return f"{candidate} is not a directory"
+    return exc.strerror or str(exc)
+
+
 @dataclass
 class Chain:
     """A connection to one chain, with the accounts we can sign for."""

@@ -7,6 +7,7 @@ progress to stderr. User mistakes raise ``LedgerError`` and leave with status 2.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -14,7 +15,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import click
 from rich.console import Console
@@ -478,15 +479,13 @@ def anchor(
     from .batcher import KeyBatcher, proof_document, read_records
 
     target = Path(proofs_file)
-    if target.exists() and target.stat().st_size:
-        raise BadInput(f"{target} exists: choose a new file for the proofs")
-    with ledger_client(chain, sender) as ledger:
+    written = 0
+    roots: list[str] = []
+    # Open OUT before connecting: a path that cannot be written costs nothing yet.
+    with _open_proofs(target) as out, ledger_client(chain, sender) as ledger:
         records = read_records(records_file, now=ledger.chain.latest_timestamp(), default_ttl=ttl)
         by_key = {str(r.key_id): r for r in records}
-        written = 0
-        roots: list[str] = []
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with target.open("a") as out, _progress(len(records), "anchoring") as advance:
+        with _progress(len(records), "anchoring") as advance:
 
             def save(items: list[Any]) -> None:
                 nonlocal written
@@ -514,6 +513,33 @@ def anchor(
         },
         as_json,
     )
+
+
+@contextmanager
+def _open_proofs(target: Path) -> Iterator[TextIO]:
+    """``target`` opened for appending proofs, or a one-line refusal if it cannot be written.
+
+    A file this call created is removed again if the run fails while it is still empty,
+    so a mistake (a bad records file, a missing deployment) leaves no empty proofs file.
+    """
+    from .chain import os_error_reason
+
+    try:
+        if target.exists() and target.stat().st_size:
+            raise BadInput(f"{target} exists: choose a new file for the proofs")
+        created = not target.exists()
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fh = target.open("a")
+    except OSError as exc:
+        raise BadInput(f"cannot write proofs to {target}: {os_error_reason(exc)}") from None
+    try:
+        with fh:
+            yield fh
+    except BaseException:
+        with contextlib.suppress(OSError):
+            if created and target.stat().st_size == 0:
+                target.unlink()
+        raise
 
 
 @app.command()

@@ -191,6 +191,43 @@ def test_corrupt_journal_is_a_one_line_error(home):
     assert_one_line_error(run_cli(home, "ledger", "stats"), "journal", "corrupt")
 
 
+def _records_file(directory: Path) -> Path:
+    records = directory / "records.jsonl"
+    records.write_text(json.dumps({"key_id": KEY_1, "commitment": COMMIT_1, "vehicle": "car-1"}) + "\n")
+    return records
+
+
+UNWRITABLE_PROOFS = {
+    "under-a-regular-file": "{regular}/proofs.jsonl",
+    "under-proc": "/proc/qkdiov-no-such-dir/proofs.jsonl",
+    "under-sys": "/sys/proofs.jsonl",
+}
+
+
+@pytest.mark.parametrize("case", UNWRITABLE_PROOFS, ids=list(UNWRITABLE_PROOFS))
+def test_anchor_refuses_an_unwritable_proofs_path_before_sending(home, tmp_path, case):
+    _deploy_embedded()
+    journal = home / ".qkdiov" / "embedded" / "journal.jsonl"
+    before = journal.read_text()
+    regular = tmp_path / "regular"
+    regular.write_text("")
+    target = UNWRITABLE_PROOFS[case].format(regular=regular)
+    result = run_cli(home, "ledger", "anchor", "--records", str(_records_file(tmp_path)), "--proofs", target)
+    line = assert_one_line_error(result, f"cannot write proofs to {target}: ")
+    if case == "under-a-regular-file":
+        assert line.endswith(f"{regular} is not a directory")
+    assert journal.read_text() == before  # no transaction was sent
+
+
+def test_failed_anchor_leaves_no_empty_proofs_file(home, tmp_path):
+    target = tmp_path / "out" / "proofs.jsonl"
+    result = run_cli(
+        home, "ledger", "anchor", "--records", str(_records_file(tmp_path)), "--proofs", str(target)
+    )
+    assert_one_line_error(result, "no deployment for chain")
+    assert not target.exists()
+
+
 def test_no_command_prints_help_and_succeeds(home):
     result = run_cli(home)
     assert "Traceback" not in result.stderr
