@@ -228,6 +228,41 @@ def test_failed_anchor_leaves_no_empty_proofs_file(home, tmp_path):
     assert not target.exists()
 
 
+def _proof_document(**changes: Any) -> dict[str, Any]:
+    """A well-formed proof document for KEY_1 (under a root never anchored), then ``changes``."""
+    document = {
+        "key_id": KEY_1,
+        "commitment": COMMIT_1,
+        "vehicle": "car-1",
+        "qber": 0.0,
+        "bits": 256,
+        "protocol": "bb84",
+        "created_at": 1_700_000_000,
+        "expires_at": 1_700_003_600,
+        "root": "ab" * 32,
+        "proof": ["cd" * 32, "ef" * 32],
+    }
+    return {**document, **changes}
+
+
+BAD_PROOFS = {
+    "short-proof-element": ([_proof_document(proof=["ab" * 5, "ef" * 32])], "proof element 0 is 5 bytes"),
+    "short-root": ([_proof_document(root="ab")], "root is 1 bytes"),
+    "proof-not-a-list": ([_proof_document(proof={"cd" * 32: 1})], "proof must be a list"),
+    "line-not-an-object": ([[1], _proof_document()], "proofs.jsonl:1 is not a JSON object"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_PROOFS, ids=list(BAD_PROOFS))
+def test_prove_refuses_a_malformed_proof_document(home, tmp_path, case):
+    _deploy_embedded()
+    lines, fragment = BAD_PROOFS[case]
+    proofs = tmp_path / "proofs.jsonl"
+    proofs.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    result = run_cli(home, "ledger", "prove", "--proofs", str(proofs), "--key-id", KEY_1)
+    assert_one_line_error(result, "not a key proof document", fragment)
+
+
 def test_no_command_prints_help_and_succeeds(home):
     result = run_cli(home)
     assert "Traceback" not in result.stderr
