@@ -41,7 +41,7 @@ from web3 import Web3
 from web3.providers.base import JSONBaseProvider
 
 from .errors import BadInput, ChainUnavailable, LedgerError
-from .paths import PROJECT_ROOT, node_binary, state_dir
+from .paths import PROJECT_ROOT, node_binary, state_dir, workspace
 
 DEV_MNEMONIC = "test test test test test test test test test test test junk"
 DEV_ACCOUNT_COUNT = 10
@@ -89,6 +89,21 @@ def os_error_reason(exc: OSError) -> str:
             if candidate.exists() and not candidate.is_dir():
                 return f"{candidate} is not a directory"
     return exc.strerror or str(exc)
+
+
+@contextlib.contextmanager
+def workspace_io(path: Path, doing: str) -> Iterator[None]:
+    """An OSError on ``path`` (under the workspace) becomes one line naming QKDIOV_HOME.
+
+    A QKDIOV_HOME that is a regular file, or lies under /proc or a read-only tree, is the
+    user's to fix: the message says which path could not be used and why.
+    """
+    try:
+        yield
+    except OSError as exc:
+        home = os.environ.get("QKDIOV_HOME")
+        where = f"QKDIOV_HOME={home}" if home else f"the workspace {workspace()} (QKDIOV_HOME moves it)"
+        raise BadInput(f"{where} is unusable: cannot {doing} {path}: {os_error_reason(exc)}") from None
 
 
 @dataclass
@@ -183,13 +198,15 @@ class EmbeddedJournal:
         self.path = path
 
     def read(self) -> tuple[int | None, list[dict[str, Any]]]:
-        if not self.path.exists():
-            return None, []
-        text = self.path.read_text()
+        with workspace_io(self.path, "read"):
+            if not self.path.exists():
+                return None, []
+            text = self.path.read_text()
         if text and not text.endswith("\n"):
             # A write cut short by a crash: its transaction was never acknowledged, so drop it.
             text = text[: text.rfind("\n") + 1]
-            self.path.write_text(text)
+            with workspace_io(self.path, "repair"):
+                self.path.write_text(text)
         try:
             lines = [json.loads(line) for line in text.splitlines() if line.strip()]
         except ValueError:
@@ -199,8 +216,9 @@ class EmbeddedJournal:
         return int(lines[0]["genesis_timestamp"]), lines[1:]
 
     def start(self, genesis_timestamp: int) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.path.write_text(json.dumps({"genesis_timestamp": genesis_timestamp}) + "\n")
+        with workspace_io(self.path, "write"):
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.path.write_text(json.dumps({"genesis_timestamp": genesis_timestamp}) + "\n")
 
     def _append(self, entry: dict[str, Any]) -> None:
         with self.path.open("a") as fh:
@@ -298,7 +316,8 @@ def node_command(
         if block_time:
             cmd += ["--block-time", str(block_time)]
         if state_file is not None:
-            state_file.parent.mkdir(parents=True, exist_ok=True)
+            with workspace_io(state_file.parent, "create"):
+                state_file.parent.mkdir(parents=True, exist_ok=True)
             cmd += ["--state", str(state_file)]
         return cmd
     if engine == "hardhat":
@@ -327,7 +346,9 @@ class ManagedNode:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         cmd = node_command(engine, self.port, block_time, state_file, gas_limit)
-        self._log = open(state_dir_for_logs() / f"{engine}-{self.port}.log", "w")  # noqa: SIM115
+        log_path = state_dir_for_logs() / f"{engine}-{self.port}.log"
+        with workspace_io(log_path, "write"):
+            self._log = open(log_path, "w")  # noqa: SIM115
         try:
             self.process = subprocess.Popen(
                 cmd,
@@ -382,7 +403,8 @@ class ManagedNode:
 
 def state_dir_for_logs() -> Path:
     path = state_dir() / "logs"
-    path.mkdir(parents=True, exist_ok=True)
+    with workspace_io(path, "create"):
+        path.mkdir(parents=True, exist_ok=True)
     return path
 
 
@@ -393,8 +415,9 @@ def node_file(engine: str) -> Path:
 
 def announce_node(node: ManagedNode) -> Path:
     path = node_file(node.engine)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"url": node.url, "pid": node.process.pid}))
+    with workspace_io(path, "write"):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"url": node.url, "pid": node.process.pid}))
     return path
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from eth_account.signers.local import LocalAccount
 
-from .chain import Chain
+from .chain import Chain, workspace_io
 from .client import KeyLedgerClient, NonceManager
 from .compiler import Artifact, artifact
 from .errors import DeploymentMissing, LedgerError
@@ -42,10 +42,11 @@ class Deployment:
 
     def save(self) -> Path:
         path = self.path(self.chain_id)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(asdict(self), indent=2) + "\n")
-        tmp.replace(path)
+        with workspace_io(path, "write"):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(asdict(self), indent=2) + "\n")
+            tmp.replace(path)
         return path
 
     @classmethod
@@ -71,6 +72,10 @@ def deploy(
     art: Artifact = artifact(CONTRACT_NAME)
     if grant_all_roles is None:
         grant_all_roles = chain.chain_id in DEV_CHAIN_IDS
+    if save:  # where the record goes must be usable before the contract costs gas
+        directory = deployments_dir()
+        with workspace_io(directory, "create"):
+            directory.mkdir(parents=True, exist_ok=True)
     w3 = chain.w3
     factory = w3.eth.contract(abi=art.abi, bytecode=art.bytecode)
     data = factory.constructor(acct.address, grant_all_roles).data_in_transaction

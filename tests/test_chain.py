@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import re
 import socket
 import subprocess
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -65,6 +67,25 @@ def test_corrupt_journal_is_reported():
     path.write_text('{"ts": 1}\n')
     with pytest.raises(ChainUnavailable, match="not an embedded-chain journal"):
         connect("embedded")
+
+
+@pytest.mark.parametrize("kind", ["regular-file", "under-proc"])
+def test_an_unusable_qkdiov_home_is_a_one_line_error_naming_it(tmp_path, monkeypatch, kind):
+    if kind == "regular-file":
+        home = tmp_path / "home-file"
+        home.write_text("")
+        reason = f"{home} is not a directory"
+    else:
+        home, reason = Path("/proc/qkdiov-no-such-dir"), ""
+    monkeypatch.setenv("QKDIOV_HOME", str(home))
+    with pytest.raises(BadInput, match=re.escape(f"QKDIOV_HOME={home} is unusable: cannot write")) as info:
+        connect("embedded")
+    assert reason in str(info.value)
+    # a chain that keeps no journal: the record's directory is checked before the contract is sent
+    with connect("embedded", persist=False) as chain:
+        with pytest.raises(BadInput, match=re.escape(f"QKDIOV_HOME={home} is unusable: cannot create")):
+            deploy(chain)
+        assert chain.w3.eth.block_number == 0
 
 
 @pytest.mark.parametrize("spec", ["mainnet", "ftp://x", ""])

@@ -263,6 +263,16 @@ def test_prove_refuses_a_malformed_proof_document(home, tmp_path, case):
     assert_one_line_error(result, "not a key proof document", fragment)
 
 
+@pytest.mark.parametrize("command", ["deploy", "ledger stats"])
+def test_unusable_qkdiov_home_is_a_one_line_error(tmp_path, command):
+    not_a_dir = tmp_path / "home-file"
+    not_a_dir.write_text("")
+    result = run_cli(not_a_dir, *command.split())
+    assert_one_line_error(result, f"QKDIOV_HOME={not_a_dir} is unusable", f"{not_a_dir} is not a directory")
+    under_proc = Path("/proc/qkdiov-no-such-dir")
+    assert_one_line_error(run_cli(under_proc, *command.split()), f"QKDIOV_HOME={under_proc} is unusable")
+
+
 def test_no_command_prints_help_and_succeeds(home):
     result = run_cli(home)
     assert "Traceback" not in result.stderr
