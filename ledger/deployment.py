@@ -8,11 +8,13 @@ and Hardhat share chain id 31337) is reported instead of silently used.
 from __future__ import annotations
 
 import json
+import re
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from eth_account.signers.local import LocalAccount
+from web3 import Web3
 
 from .chain import Chain, workspace_io
 from .client import KeyLedgerClient, NonceManager
@@ -55,9 +57,30 @@ class Deployment:
         if not path.exists():
             raise DeploymentMissing(f"no deployment for chain {chain_id} ({path}): run `qkdiov deploy` first")
         try:
-            return cls(**json.loads(path.read_text()))
+            record = cls(**json.loads(path.read_text()))
         except (ValueError, TypeError) as exc:
             raise DeploymentMissing(f"{path} is not a deployment record: delete it and redeploy") from exc
+        address = _checksummed(record.address)
+        if address is None:
+            raise DeploymentMissing(
+                f"{path} is not a deployment record (address {record.address!r} is not a valid Ethereum"
+                " address): delete it and redeploy"
+            )
+        return replace(record, address=address)
+
+
+def _checksummed(value: object) -> str | None:
+    """The address checksummed (the only form web3 takes), or ``None`` if it is not one.
+
+    ``0x`` + 40 hex digits in one case, or in mixed case with a valid EIP-55 checksum: a
+    character retyped in a checksummed address fails the checksum.
+    """
+    if not isinstance(value, str) or not re.fullmatch(r"0x[0-9a-fA-F]{40}", value):
+        return None
+    digits = value[2:]
+    if digits not in (digits.lower(), digits.upper()) and not Web3.is_checksum_address(value):
+        return None
+    return Web3.to_checksum_address(value)
 
 
 def deploy(

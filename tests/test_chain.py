@@ -112,6 +112,30 @@ def test_missing_and_stale_deployment_records():
             load_client(chain)
 
 
+def _damage_address(record: Deployment, address: object) -> None:
+    path = Deployment.path(record.chain_id)
+    path.write_text(json.dumps({**json.loads(path.read_text()), "address": address}))
+
+
+@pytest.mark.parametrize("address", ["0x123", 5, None, "0x5FbDB2315678afecb367f032d93F642f64180aA3"])
+def test_a_deployment_record_with_a_bad_address_is_reported(address):
+    """Too short, not a string, or one character's case changed (the checksum no longer holds)."""
+    with connect("embedded", persist=False) as chain:
+        _, record = deploy(chain)
+        _damage_address(record, address)
+        with pytest.raises(
+            DeploymentMissing, match=r"is not a deployment record \(address .* is not a valid Ethereum"
+        ):
+            load_client(chain)
+
+
+def test_a_deployment_record_with_a_lowercase_address_still_loads():
+    with connect("embedded", persist=False) as chain:
+        _, record = deploy(chain)
+        _damage_address(record, record.address.lower())
+        assert load_client(chain).address == record.address
+
+
 def test_compile_cache_skips_solc(monkeypatch):
     first = compiler.compile_contracts()
 

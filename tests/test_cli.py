@@ -273,6 +273,13 @@ def test_unusable_qkdiov_home_is_a_one_line_error(tmp_path, command):
     assert_one_line_error(run_cli(under_proc, *command.split()), f"QKDIOV_HOME={under_proc} is unusable")
 
 
+def test_deployment_record_with_a_bad_address_is_a_one_line_error(home):
+    _deploy_embedded()
+    (path,) = (home / "deployments").glob("*.json")
+    path.write_text(json.dumps({**json.loads(path.read_text()), "address": "0x123"}))
+    assert_one_line_error(run_cli(home, "ledger", "stats"), "is not a deployment record", "'0x123'")
+
+
 def test_no_command_prints_help_and_succeeds(home):
     result = run_cli(home)
     assert "Traceback" not in result.stderr
