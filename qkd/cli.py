@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import click
+from click.core import ParameterSource
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -110,6 +111,11 @@ def qkd(
     from . import channel as channels
     from .session import SessionConfig, run_session
 
+    preset_source = click.get_current_context().get_parameter_source("fiber_preset")
+    if channel_name != "fiber" and preset_source is not ParameterSource.DEFAULT:
+        raise click.UsageError(
+            f"--fiber-preset applies only to the fiber channel, not {channel_name}: add --channel fiber"
+        )
     overrides: dict[str, Any] = {}
     if distance_km is not None:
         overrides["distance_km"] = distance_km

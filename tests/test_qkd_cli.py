@@ -69,6 +69,14 @@ def test_qkd_table_output(capsys: pytest.CaptureFixture[str]) -> None:
         (["qkd", "--eps-sec", "0"], "eps-sec"),
         (["qkd", "--reconciliation", "ldpc"], "--reconciliation"),
         (["qkd", "--protocol", "e91", "--skip-discarded"], "BB84 only"),
+        (
+            ["qkd", "--signals", "1000", "--fiber-preset", "modern"],
+            "--fiber-preset applies only to the fiber",
+        ),
+        (
+            ["qkd", "--signals", "1000", "--channel", "free-space", "--fiber-preset", "gys"],
+            "add --channel fiber",
+        ),
         (["bench", "cascade", "--frames", "0"], "--frames"),
         (["bench", "teleport"], "teleport"),
     ],
