@@ -307,7 +307,7 @@ def test_an_unwritable_out_dir_exits_2_before_the_run(
     out = tmp_path / "a-file" / "runs"
     code, err = _exit(capsys, "simulate", "--duration", "1", "--vehicles", "5", "--out", str(out), *extra)
     assert code == 2 and err.startswith("error:") and len(err.strip().splitlines()) == 1
-    assert f"cannot write outputs to {out}: Not a directory" in err, err
+    assert f"cannot write outputs to {out}: {tmp_path / 'a-file'} is not a directory" in err, err
 
 
 @pytest.mark.parametrize("extra", [[], ["--replications", "2"]])

@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from ledger.chain import os_error_reason
+
 from .metrics import Metrics
 
 PLOTS = (
@@ -38,8 +40,7 @@ def prepare_out_dir(out_dir: Path) -> Path:
         with tempfile.TemporaryFile(dir=out_dir):
             pass
     except OSError as exc:
-        reason = exc.strerror or type(exc).__name__
-        raise OutputDirError(f"cannot write outputs to {out_dir}: {reason}") from None
+        raise OutputDirError(f"cannot write outputs to {out_dir}: {os_error_reason(exc)}") from None
     return out_dir
 
 
