@@ -74,9 +74,15 @@ def hex32(value: str, what: str = "value") -> bytes:
 
 
 def vehicle_id(value: str) -> bytes:
-    """bytes32 vehicle id from a label (<= 31 bytes) or 0x + 64 hex digits."""
+    """bytes32 vehicle id from a label (<= 31 bytes) or 0x + 64 hex digits.
+
+    ``0x`` always means hex: ``0xzz`` or a short hex string is a typo, not a label."""
     text = value.strip()
-    if text.startswith("0x") and len(text) == 66:
+    if text.startswith("0x"):
+        if len(text) != 66:
+            raise BadInput(
+                f"vehicle id {value!r}: 0x must be followed by 64 hex digits (labels do not start with 0x)"
+            )
         return hex32(text, "vehicle id")
     encoded = text.encode("utf-8")
     if not encoded:

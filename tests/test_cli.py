@@ -147,6 +147,8 @@ BAD_INPUT = {
     "revoke-neither": (["ledger", "revoke", "--reason", "leak"], "exactly one of --key-id and --vehicle"),
     "vehicle-32-ascii-bytes": (["ledger", "register", "--vehicle", "v" * 32], "longer than 31 bytes"),
     "vehicle-32-utf8-bytes": (["ledger", "register", "--vehicle", "ü" * 16], "longer than 31 bytes"),
+    "vehicle-bad-hex": (["ledger", "register", "--vehicle", "0xzz"], "0x must be followed by 64 hex digits"),
+    "vehicle-hex-not-hex": (["ledger", "register", "--vehicle", "0x" + "z" * 64], "vehicle id"),
 }
 
 
