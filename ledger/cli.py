@@ -613,6 +613,7 @@ def _progress(total: int, label: str) -> Iterator[Callable[[int], None]]:
         TimeRemainingColumn(),
         console=err,
         transient=True,
+        disable=not err.is_terminal,  # a pipe or a log gets no bar (it left an empty line there)
     ) as bar:
         task = bar.add_task(label, total=total)
         yield lambda n: bar.advance(task, n)

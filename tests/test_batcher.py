@@ -253,10 +253,11 @@ def test_ledger_anchor_and_prove_from_the_shell(tmp_path: Path, capsys: pytest.C
     for vehicle in ("car-0", "car-1"):
         assert qkdiov("ledger", "register", "--vehicle", vehicle, "--json")[0] == 0
     proofs = tmp_path / "proofs.jsonl"
-    code, out, _ = qkdiov("ledger", "anchor", "--records", str(records), "--proofs", str(proofs),
-                          "--batch-size", "3", "--json")  # fmt: skip
+    code, out, err = qkdiov("ledger", "anchor", "--records", str(records), "--proofs", str(proofs),
+                            "--batch-size", "3", "--json")  # fmt: skip
     summary = json.loads(out)
     assert code == 0 and summary["records"] == 7 and summary["batches"] == 3
+    assert err == ""  # no progress bar off a terminal (it left an empty line on stderr)
     assert len(proofs.read_text().splitlines()) == 7
 
     code, out, _ = qkdiov("ledger", "prove", "--proofs", str(proofs), "--key-id", keys[0], "--json")
