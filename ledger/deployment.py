@@ -58,6 +58,10 @@ class Deployment:
             raise DeploymentMissing(f"no deployment for chain {chain_id} ({path}): run `qkdiov deploy` first")
         try:
             record = cls(**json.loads(path.read_text()))
+        except OSError as exc:  # a directory in its place, no permission to read it
+            raise DeploymentMissing(
+                f"cannot read the deployment record {path}: {exc.strerror or exc}"
+            ) from None
         except (ValueError, TypeError) as exc:
             raise DeploymentMissing(f"{path} is not a deployment record: delete it and redeploy") from exc
         address = _checksummed(record.address)

@@ -129,6 +129,17 @@ def test_a_deployment_record_with_a_bad_address_is_reported(address):
             load_client(chain)
 
 
+def test_an_unreadable_deployment_record_is_reported():
+    """A directory where the record should be (or a file without read permission) is one line."""
+    with connect("embedded", persist=False) as chain:
+        deploy(chain)
+        path = Deployment.path(chain.chain_id)
+        path.unlink()
+        path.mkdir()
+        with pytest.raises(DeploymentMissing, match=r"cannot read the deployment record .*: Is a directory"):
+            load_client(chain)
+
+
 def test_a_deployment_record_with_a_lowercase_address_still_loads():
     with connect("embedded", persist=False) as chain:
         _, record = deploy(chain)
