@@ -45,10 +45,13 @@ bench.add_command(qkd_cli.bench_cascade)
     "--records",
     type=click.IntRange(min=1, max=10_000_000),
     default=None,
-    help="[default: 200000; --quick: 600]",
+    help="Key records to anchor in Merkle batches [default: 200000; --quick: 600].",
 )
 @click.option(
-    "--batch-size", type=click.IntRange(min=1, max=65_536), default=None, help="[default: 4096; --quick: 128]"
+    "--batch-size",
+    type=click.IntRange(min=1, max=65_536),
+    default=None,
+    help="Records per batch [default: 4096; --quick: 128].",
 )
 @click.option(
     "--baseline-records",
