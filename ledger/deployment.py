@@ -16,7 +16,7 @@ from pathlib import Path
 from eth_account.signers.local import LocalAccount
 from web3 import Web3
 
-from .chain import Chain, workspace_io
+from .chain import Chain, os_error_reason, workspace_io
 from .client import KeyLedgerClient, NonceManager
 from .compiler import Artifact, artifact
 from .errors import DeploymentMissing, LedgerError
@@ -60,7 +60,7 @@ class Deployment:
             record = cls(**json.loads(path.read_text()))
         except OSError as exc:  # a directory in its place, no permission to read it
             raise DeploymentMissing(
-                f"cannot read the deployment record {path}: {exc.strerror or exc}"
+                f"cannot read the deployment record {path}: {os_error_reason(exc)}"
             ) from None
         except (ValueError, TypeError) as exc:
             raise DeploymentMissing(f"{path} is not a deployment record: delete it and redeploy") from exc
