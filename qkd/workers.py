@@ -14,6 +14,7 @@ need Qiskit does not load it.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import pickle
 import select
@@ -32,6 +33,18 @@ class WorkerError(RuntimeError):
 
 
 _LENGTH = struct.Struct(">Q")
+# Pipe capacity asked for (Linux's default is 64 KiB, its unprivileged maximum 1 MiB). A
+# request larger than the pipe (a simulation step's received frames: about 150 KB at 500
+# vehicles) blocked the sender until the worker had finished the request before and read
+# this one: the parent waited for its worker, which is what the worker is there to avoid.
+PIPE_BYTES = 1 << 20
+
+
+def _widen(fd: int) -> None:
+    """Give the pipe at ``fd`` up to :data:`PIPE_BYTES` of buffer; keep what it has where
+    the system refuses (another OS, or a user over the kernel's pipe quota)."""
+    with contextlib.suppress(OSError, AttributeError):
+        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
 
 
 def _frame(message: Any) -> bytes:
@@ -52,7 +65,7 @@ class _FrameReader:
     bytes it holds from ``select``, and :meth:`arrived` must know what has come.
     """
 
-    _CHUNK = 1 << 16  # a pipe's capacity
+    _CHUNK = PIPE_BYTES  # the most a widened pipe holds
 
     def __init__(self, fd: int) -> None:
         self._fd = fd
@@ -118,6 +131,9 @@ class WorkerProcess:
             stdout=subprocess.PIPE,
             env={**os.environ, "PYTHONPATH": path},
         )
+        assert self.process.stdin is not None and self.process.stdout is not None
+        _widen(self.process.stdin.fileno())
+        _widen(self.process.stdout.fileno())
         self._error = error
         self._what = what
         self._pending: list[Future[Any]] = []  # submitted, answer not read yet (FIFO)

@@ -3,12 +3,13 @@ deadlock on full pipes."""
 
 from __future__ import annotations
 
+import fcntl
 import threading
 from pathlib import Path
 
 import pytest
 
-from qkd.workers import WorkerError, WorkerProcess
+from qkd.workers import PIPE_BYTES, WorkerError, WorkerProcess
 
 ECHO = """
 from qkd.workers import serve
@@ -60,14 +61,15 @@ def echo_worker(
 
 
 def test_many_large_requests_and_answers_queued_at_once_do_not_deadlock(echo_worker: WorkerProcess) -> None:
-    """More requests than the worker's stdin pipe holds, each answered with more than its
-    stdout pipe holds: the submitting thread blocks on a full pipe while the reader thread
-    must go on taking answers (it once waited for a lock the blocked writer held)."""
+    """More requests than the worker's stdin pipe holds (3.2 MB against 1 MiB), each
+    answered with more than a default pipe holds: the submitting thread blocks on a full
+    pipe while the reader thread must go on taking answers (it once waited for a lock the
+    blocked writer held)."""
     futures: list = []
 
     def submit_all() -> None:
         for index in range(200):
-            futures.append(echo_worker.submit((70_000 + index, b"p" * 4_096)))
+            futures.append(echo_worker.submit((70_000 + index, b"p" * 16_384)))
 
     submitter = threading.Thread(target=submit_all, daemon=True)
     submitter.start()
@@ -79,6 +81,17 @@ def test_many_large_requests_and_answers_queued_at_once_do_not_deadlock(echo_wor
         if submitter.is_alive():
             echo_worker.process.kill()
         echo_worker.close()
+
+
+def test_worker_pipes_are_widened_so_a_large_request_does_not_wait(echo_worker: WorkerProcess) -> None:
+    """A simulation step's frames (about 150 KB at 500 vehicles) fit in the pipe: with
+    Linux's default 64 KiB the sender waited for the worker to finish its request before."""
+    limit = int(Path("/proc/sys/fs/pipe-max-size").read_text())
+    expected = min(PIPE_BYTES, limit)
+    assert echo_worker.process.stdin is not None and echo_worker.process.stdout is not None
+    for pipe in (echo_worker.process.stdin, echo_worker.process.stdout):
+        assert fcntl.fcntl(pipe.fileno(), fcntl.F_GETPIPE_SZ) >= expected
+    echo_worker.close()
 
 
 def test_a_failed_request_is_reported_and_the_worker_goes_on(echo_worker: WorkerProcess) -> None:
