@@ -278,6 +278,22 @@ def test_register_vehicle_by_raw_hex_id(ledger: KeyLedgerClient) -> None:
     assert raw in str(excinfo.value)  # no printable label: shown as hex
 
 
+def test_register_vehicles_in_multicall_batches(ledger: KeyLedgerClient) -> None:
+    """The simulator's starting fleet: up to ``per_transaction`` registrations per multicall,
+    each its own event; the calls are encoded as web3 would encode them."""
+    fleet = [f"fleet-{i}" for i in range(5)]
+    web3_encoding = ledger.contract.functions.registerVehicle(
+        ids.vehicle_id(fleet[0])
+    )._encode_transaction_data()
+    assert "0x" + ledger.encode_call("registerVehicle", [ids.vehicle_id(fleet[0])]).hex() == web3_encoding
+    results = ledger.register_vehicles(fleet, per_transaction=2)
+    assert len(results) == 3
+    assert [e.args["vehicleId"] for r in results for e in r.events if e.name == "VehicleRegistered"] == [
+        ids.vehicle_id(v) for v in fleet
+    ]
+    assert all(ledger.vehicle(v).registered for v in fleet) and ledger.stats()["vehicles"] == 5
+
+
 def test_register_zero_vehicle_id_is_refused(ledger: KeyLedgerClient) -> None:
     with refused("ZeroVehicleId"):
         ledger.transact("registerVehicle", ZERO32)
