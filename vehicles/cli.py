@@ -157,11 +157,22 @@ def bench_sim(chain: str, quick: bool, duration: float | None, sizes: tuple[int,
     help="embedded, anvil, hardhat, or an http(s):// / ws:// JSON-RPC URL [default: the scenario's, "
     "embedded in the bundled ones]. Env: QKDIOV_CHAIN.",
 )
-@click.option("--seed", type=click.IntRange(min=0), default=None)
+@click.option(
+    "--seed",
+    type=click.IntRange(min=0),
+    default=None,
+    help="The run's seed; replications use seed, seed+1, ...",
+)
 @click.option(
     "--out", "out_dir", type=click.Path(file_okay=False), default=None, help="Write JSON, CSV and plots here."
 )
-@click.option("--replications", type=click.IntRange(min=1, max=64), default=1, show_default=True)
+@click.option(
+    "--replications",
+    type=click.IntRange(min=1, max=64),
+    default=1,
+    show_default=True,
+    help="Seeds to run in parallel processes, each metric reported with its 95% confidence interval.",
+)
 @click.option(
     "--qkd-workers",
     type=click.IntRange(min=0, max=64),
