@@ -14,7 +14,6 @@ need Qiskit does not load it.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import pickle
 import select
@@ -26,6 +25,11 @@ import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from typing import Any, BinaryIO, Self
+
+try:
+    import fcntl
+except ImportError:  # not a POSIX system: pipes keep their size
+    fcntl = None  # type: ignore[assignment]
 
 
 class WorkerError(RuntimeError):
@@ -43,8 +47,8 @@ PIPE_BYTES = 1 << 20
 def _widen(fd: int) -> None:
     """Give the pipe at ``fd`` up to :data:`PIPE_BYTES` of buffer; keep what it has where
     the system refuses (another OS, or a user over the kernel's pipe quota)."""
-    with contextlib.suppress(OSError, AttributeError):
-        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
+    with contextlib.suppress(OSError, AttributeError):  # AttributeError: no F_SETPIPE_SZ (not Linux)
+        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_BYTES)  # type: ignore[union-attr]
 
 
 def _frame(message: Any) -> bytes:
