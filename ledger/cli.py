@@ -27,11 +27,12 @@ from .errors import BadInput, TransactionRefused
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False)
 
+CHAINS_HELP = "embedded, anvil, hardhat, or an http(s):// / ws:// JSON-RPC URL"
 chain_option = click.option(
     "--chain",
     default=lambda: os.environ.get("QKDIOV_CHAIN", "embedded"),
     show_default="embedded",
-    help="embedded, anvil, hardhat, or an http(s):// / ws:// JSON-RPC URL. Env: QKDIOV_CHAIN.",
+    help=f"{CHAINS_HELP}. Env: QKDIOV_CHAIN.",
 )
 json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 from_option = click.option(

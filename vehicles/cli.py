@@ -154,8 +154,8 @@ def bench_sim(chain: str, quick: bool, duration: float | None, sizes: tuple[int,
     "--chain",
     default=None,
     envvar="QKDIOV_CHAIN",
-    help="embedded, anvil, hardhat, or an http(s):// / ws:// JSON-RPC URL [default: the scenario's, "
-    "embedded in the bundled ones]. Env: QKDIOV_CHAIN.",
+    help=f"{ledger_cli.CHAINS_HELP} [default: the scenario's, embedded in the bundled ones]. "
+    "Env: QKDIOV_CHAIN.",
 )
 @click.option(
     "--seed",
