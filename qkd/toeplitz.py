@@ -51,8 +51,14 @@ def toeplitz_hashes(keys: Sequence[np.ndarray], seed: np.ndarray, output_bits: i
         return _hash_by_rows(keys, seed, output_bits)
     size = scipy.fft.next_fast_len(seed.size, real=True)
     seed_spectrum = scipy.fft.rfft(seed.astype(np.float64), size, workers=-1)
-    hashes = []
-    for bits in keys:
+    hashes: list[np.ndarray] = []
+    for index, bits in enumerate(keys):
+        # Bob's corrected key nearly always equals Alice's: the same input, the same hash
+        # (one FFT pair of three saved, exactly)
+        same = next((j for j in range(index) if np.array_equal(keys[j], bits)), None)
+        if same is not None:
+            hashes.append(hashes[same].copy())
+            continue
         spectrum = scipy.fft.rfft(bits.astype(np.float64), size, workers=-1)
         spectrum *= seed_spectrum
         conv = scipy.fft.irfft(spectrum, size, workers=-1)[n - 1 : n - 1 + output_bits]

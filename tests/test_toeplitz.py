@@ -76,6 +76,23 @@ def test_several_keys_under_one_seed_hash_as_each_alone(
         assert np.array_equal(digest, _direct(bits, key_seed, m))
 
 
+def test_equal_keys_hash_alike_and_apart() -> None:
+    """The FFT path hashes a repeated key once: the result is still each key's own hash,
+    and a separate array (a caller may change one party's final key)."""
+    rng = np.random.default_rng(5)
+    n, m = 300, 120
+    alice = rng.integers(0, 2, n, dtype=np.uint8)
+    other = alice.copy()
+    other[7] ^= 1
+    key_seed = rng.integers(0, 2, seed_length(n, m), dtype=np.uint8)
+    first, second, third = toeplitz_hashes([alice, alice.copy(), other], key_seed, m)
+    assert np.array_equal(first, _direct(alice, key_seed, m))
+    assert np.array_equal(second, first) and second is not first
+    assert np.array_equal(third, _direct(other, key_seed, m))
+    second[0] ^= 1
+    assert np.array_equal(first, _direct(alice, key_seed, m))
+
+
 def test_keys_hashed_together_must_have_one_length() -> None:
     with pytest.raises(ValueError, match="same length"):
         toeplitz_hashes(
