@@ -394,6 +394,16 @@ def test_a_node_sends_one_frame_at_a_time_under_heavy_load() -> None:
     assert len(gaps) > 100 and np.allclose(periods, np.round(periods), atol=1e-6) and periods.min() > 0.5
 
 
+def test_v2i_frames_go_to_the_nearest_roadside_unit(aes_run) -> None:
+    """The per-step nearest-RSU table agrees with a search from each vehicle's position."""
+    _, world = aes_run
+    traffic = world.road.traffic
+    assert len(traffic) > 0 and world.scenario.rsus > 1
+    for row in range(len(traffic)):
+        here = np.array([traffic.x[row], traffic.y[row]])
+        assert world._nearest_rsu(row) == int(np.argmin(np.hypot(*(world.rsu_positions - here).T)))
+
+
 def test_roadside_units_check_for_vehicles_on_one_shared_clock() -> None:
     """Key checks fall on multiples of the period, so sessions of vehicles that came into
     range of different RSUs start together (and run side by side on the QKD workers)."""
