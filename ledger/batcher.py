@@ -338,7 +338,7 @@ def read_records(path: str | Path, *, now: int, default_ttl: int) -> list[KeyRec
             )
             record = KeyRecord(
                 key_id=_canonical(item["key_id"]),
-                commitment=ids.hex32(str(item["commitment"]), "commitment"),
+                commitment=ids.commitment(str(item["commitment"])),
                 vehicle=str(item["vehicle"]),
                 qber=float(item.get("qber", 0.0)),
                 final_key_bits=int(item.get("bits", 256)),

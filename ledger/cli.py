@@ -278,7 +278,7 @@ def record(
     as_json: bool,
 ) -> None:
     """Record a QKD session key by its commitment (key-manager role)."""
-    raw_commitment = _commitment(commitment)
+    raw_commitment = ids.commitment(commitment)
     ids.key_id(key_id)
     ids.vehicle_id(vehicle)
     ids.protocol(protocol)
@@ -485,6 +485,10 @@ def anchor(
     # Open OUT before connecting: a path that cannot be written costs nothing yet.
     with _open_proofs(target) as out, ledger_client(chain, sender) as ledger:
         records = read_records(records_file, now=ledger.chain.latest_timestamp(), default_ttl=ttl)
+        try:  # recordSession refuses these; anchorBatch sees only a root, so check before anchoring
+            ledger.require_registered(r.vehicle for r in records)
+        except BadInput as exc:
+            raise BadInput(f"{records_file}: {exc} (`qkdiov ledger register` it first)") from None
         by_key = {str(r.key_id): r for r in records}
         with _progress(len(records), "anchoring") as advance:
 

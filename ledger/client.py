@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -608,6 +608,17 @@ class KeyLedgerClient:
             ]  # the client's encoder: 4 ms for 500 calls where web3's took 145 ms
             results.append(self.transact("multicall", calls))
         return results
+
+    def require_registered(self, vehicles: Iterable[str]) -> None:
+        """Refuse an unregistered vehicle in the words of recordSession's refusal.
+
+        ``anchorBatch`` sees only a Merkle root, so nothing on chain checks a batched
+        record's vehicle, and a receiver's ledger view would not admit its key: the key
+        manager checks before anchoring (one call per distinct vehicle).
+        """
+        for vehicle in dict.fromkeys(vehicles):
+            if not self.vehicle(vehicle).registered:
+                raise BadInput(_EXPLAIN["VehicleNotRegistered"]({"vehicleId": ids.vehicle_id(vehicle)}))
 
     def deregister_vehicle(self, vehicle: str) -> TxResult:
         return self.transact("deregisterVehicle", ids.vehicle_id(vehicle))

@@ -73,6 +73,20 @@ def hex32(value: str, what: str = "value") -> bytes:
     return bytes.fromhex(text.removeprefix("0x"))
 
 
+def commitment(value: str) -> bytes:
+    """A key commitment: 64 hex digits, not all zero.
+
+    The contract stores a recorded key's commitment and reads zero as "no such key", so
+    it refuses zero in ``recordSession``; a Merkle-batched record never reaches that check
+    (only its batch's root goes on chain), so ``ledger record`` and ``ledger anchor`` both
+    check here, before anything is sent.
+    """
+    raw = hex32(value, "commitment")
+    if raw == bytes(32):
+        raise BadInput("the key commitment is zero: give the SHA-256 digest of the key")
+    return raw
+
+
 def vehicle_id(value: str) -> bytes:
     """bytes32 vehicle id from a label (<= 31 bytes) or 0x + 64 hex digits.
 

@@ -291,7 +291,7 @@ def test_ledger_anchor_and_prove_from_the_shell(tmp_path: Path, capsys: pytest.C
     # user mistakes: one line, exit 2
     bad = tmp_path / "bad.jsonl"
     bad.write_text(
-        json.dumps({"key_id": keys[0], "commitment": "00" * 32, "vehicle": "car-0"}) + "\nnot json\n"
+        json.dumps({"key_id": keys[0], "commitment": "01" * 32, "vehicle": "car-0"}) + "\nnot json\n"
     )
     code, _, err = qkdiov("ledger", "anchor", "--records", str(bad), "--proofs", str(tmp_path / "p.jsonl"))
     assert code == 2 and "bad.jsonl:2: not JSON" in err and err.count("\n") == 1

@@ -121,6 +121,10 @@ BAD_INPUT = {
     ),
     "missing-deployment": (["ledger", "stats"], "no deployment for chain"),
     "unknown-flag": (["ledger", "stats", "--bogus"], "--bogus"),
+    "zero-commitment": (
+        ["ledger", "record", "--key-id", KEY_1, "--commitment", "00" * 32, "--vehicle", "car-1"],
+        "the key commitment is zero",
+    ),
     "ttl-zero": (
         ["ledger", "record", "--key-id", KEY_1, "--commitment", COMMIT_1, "--vehicle", "car-1", "--ttl", "0"],
         "--ttl must be positive",
@@ -219,6 +223,29 @@ def test_anchor_refuses_an_unwritable_proofs_path_before_sending(home, tmp_path,
     if case == "under-a-regular-file":
         assert line.endswith(f"{regular} is not a directory")
     assert journal.read_text() == before  # no transaction was sent
+
+
+REFUSED_RECORDS = {
+    "zero-commitment": ({"commitment": "00" * 32}, "records.jsonl:2: the key commitment is zero"),
+    "unregistered-vehicle": ({"vehicle": "car-404"}, "records.jsonl: vehicle car-404 is not registered"),
+}
+
+
+@pytest.mark.parametrize("case", REFUSED_RECORDS, ids=list(REFUSED_RECORDS))
+def test_anchor_refuses_what_record_refuses_before_sending(home, tmp_path, case):
+    """A batched record never meets recordSession's checks on chain, so anchor makes them first."""
+    _deploy_embedded()
+    journal = home / ".qkdiov" / "embedded" / "journal.jsonl"
+    before = journal.read_text()
+    changes, fragment = REFUSED_RECORDS[case]
+    good = {"key_id": KEY_1, "commitment": COMMIT_1, "vehicle": "car-1"}
+    records = tmp_path / "records.jsonl"
+    records.write_text(json.dumps(good) + "\n" + json.dumps({**good, "key_id": KEY_2, **changes}) + "\n")
+    target = tmp_path / "proofs.jsonl"
+    result = run_cli(home, "ledger", "anchor", "--records", str(records), "--proofs", str(target))
+    assert_one_line_error(result, fragment)
+    assert journal.read_text() == before  # no batch was anchored
+    assert not target.exists()
 
 
 def test_failed_anchor_leaves_no_empty_proofs_file(home, tmp_path):
