@@ -401,7 +401,11 @@ def proof_document(record: KeyRecord, anchored: Anchored) -> dict[str, Any]:
 
 
 def record_from_proof(document: dict[str, Any]) -> tuple[KeyRecord, bytes, list[bytes]]:
-    """The record, root and proof back from :func:`proof_document`'s output."""
+    """The record, root and proof back from :func:`proof_document`'s output.
+
+    Root and proof elements must be bytes32 values and the record must make a leaf:
+    anything else is no proof the contract can check.
+    """
     try:
         record = KeyRecord(
             key_id=_canonical(document["key_id"]),
@@ -413,6 +417,53 @@ def record_from_proof(document: dict[str, Any]) -> tuple[KeyRecord, bytes, list[
             expires_at=int(document["expires_at"]),
             protocol=str(document["protocol"]),
         )
-        return record, bytes.fromhex(document["root"]), [bytes.fromhex(p) for p in document["proof"]]
-    except (KeyError, TypeError, ValueError) as exc:
+        root = bytes.fromhex(document["root"])
+        if not isinstance(document["proof"], list):
+            raise BadInput("proof must be a list of 64-hex-digit hashes")
+        proof = [bytes.fromhex(p) for p in document["proof"]]
+        if len(root) != 32:
+            raise BadInput(f"root is {len(root)} bytes, not 32")
+        for index, node in enumerate(proof):
+            if len(node) != 32:
+                raise BadInput(f"proof element {index} is {len(node)} bytes, not 32")
+        record.leaf()  # every remaining range check
+    except (KeyError, TypeError, ValueError, BadInput) as exc:
         raise BadInput(f"not a key proof document ({exc})") from None
+    return record, root, proof
+
+
+def read_proofs(path: str | Path) -> dict[str, tuple[KeyRecord, bytes, list[bytes]]]:
+    """Every key's record, root and proof from a file written by ``ledger anchor``, by key id.
+
+    The whole file is read and checked, not only up to the key wanted: a damaged line or a
+    key written twice means the file is not what ``anchor`` wrote (it writes each key once,
+    to a new file), and of two proofs for one key the first is not known to be the right
+    one. A mistake is reported with its line number.
+    """
+    source = Path(path)
+    try:
+        lines = source.read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BadInput(f"cannot read {source}: {exc}") from None
+    proofs: dict[str, tuple[KeyRecord, bytes, list[bytes]]] = {}
+    first_line: dict[str, int] = {}
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        where = f"{source}:{number}"
+        try:
+            item = json.loads(line)
+        except ValueError as exc:
+            raise BadInput(f"{where}: not JSON: {exc}") from None
+        if not isinstance(item, dict):
+            raise BadInput(f"not a key proof document ({where} is not a JSON object)")
+        try:
+            record, root, proof = record_from_proof(item)
+        except BadInput as exc:
+            raise BadInput(f"{where}: {exc}") from None
+        key = str(record.key_id)
+        if key in first_line:
+            raise BadInput(f"{where}: key {key} appears twice (first on line {first_line[key]})")
+        first_line[key] = number
+        proofs[key] = (record, root, proof)
+    return proofs

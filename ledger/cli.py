@@ -11,7 +11,6 @@ import contextlib
 import json
 import os
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -556,28 +555,14 @@ def _open_proofs(target: Path) -> Iterator[TextIO]:
 @json_option
 def prove(proofs_file: str, key_id: str, chain: str, as_json: bool) -> None:
     """Check a batched key: its proof on chain and in a local ledger view, and its status."""
-    from .batcher import record_from_proof
+    from .batcher import read_proofs
     from .view import LedgerView
 
-    wanted = str(uuid.UUID(str(ids.key_uuid(ids.key_id(key_id)))))
-    document = None
-    try:
-        with open(proofs_file) as fh:
-            for number, line in enumerate(fh, start=1):
-                if not line.strip():
-                    continue
-                item = json.loads(line)
-                if not isinstance(item, dict):
-                    raise BadInput(f"not a key proof document ({proofs_file}:{number} is not a JSON object)")
-                if item.get("key_id") == wanted:
-                    document = item
-                    break
-    except (OSError, ValueError) as exc:
-        raise BadInput(f"cannot read {proofs_file}: {exc}") from None
-    if document is None:
+    wanted = ids.parse_key_id(key_id)[0]
+    proofs = read_proofs(proofs_file)  # all of it: a damaged line or a second proof is refused
+    if wanted not in proofs:
         raise BadInput(f"no proof for key {wanted} in {proofs_file}")
-    record, root, proof = record_from_proof(document)
-    _check_proof_shape(document, root, proof)
+    record, root, proof = proofs[wanted]
     with ledger_client(chain) as ledger:
         view = LedgerView(ledger)
         view.sync()
@@ -593,17 +578,6 @@ def prove(proofs_file: str, key_id: str, chain: str, as_json: bool) -> None:
             else "unknown",
         }
     report(data, as_json)
-
-
-def _check_proof_shape(document: dict[str, Any], root: bytes, proof: list[bytes]) -> None:
-    """Root and proof are bytes32 values: anything else is no proof the contract can check."""
-    if not isinstance(document["proof"], list):
-        raise BadInput("not a key proof document (proof must be a list of 64-hex-digit hashes)")
-    if len(root) != 32:
-        raise BadInput(f"not a key proof document (root is {len(root)} bytes, not 32)")
-    for index, node in enumerate(proof):
-        if len(node) != 32:
-            raise BadInput(f"not a key proof document (proof element {index} is {len(node)} bytes, not 32)")
 
 
 @contextmanager

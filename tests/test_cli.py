@@ -292,6 +292,30 @@ def test_prove_refuses_a_malformed_proof_document(home, tmp_path, case):
     assert_one_line_error(result, "not a key proof document", fragment)
 
 
+DAMAGED_PROOFS = {
+    "not-json-after-the-key": ("not json", "proofs.jsonl:2: not JSON"),
+    "malformed-after-the-key": (
+        json.dumps(_proof_document(key_id=KEY_2, root="ab")),
+        "proofs.jsonl:2: not a key proof document (root is 1 bytes, not 32)",
+    ),
+    "key-twice": (
+        json.dumps(_proof_document(root="cd" * 32)),
+        "proofs.jsonl:2: key " + KEY_1 + " appears twice",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", DAMAGED_PROOFS, ids=list(DAMAGED_PROOFS))
+def test_prove_checks_the_whole_proofs_file(home, tmp_path, case):
+    """A damaged line or a second proof after the wanted key is refused, not read past."""
+    _deploy_embedded()
+    later, fragment = DAMAGED_PROOFS[case]
+    proofs = tmp_path / "proofs.jsonl"
+    proofs.write_text(json.dumps(_proof_document()) + "\n" + later + "\n")
+    result = run_cli(home, "ledger", "prove", "--proofs", str(proofs), "--key-id", KEY_1)
+    assert_one_line_error(result, fragment)
+
+
 @pytest.mark.parametrize("command", ["deploy", "ledger stats"])
 def test_unusable_qkdiov_home_is_a_one_line_error(tmp_path, command):
     not_a_dir = tmp_path / "home-file"
