@@ -345,6 +345,13 @@ def verify(
 @app.command()
 @click.option("--key-id", default=None, metavar="UUID", help="Revoke this one key.")
 @click.option("--batched", is_flag=True, help="The key was anchored in a Merkle batch (`ledger anchor`).")
+@click.option(
+    "--proofs",
+    "proofs_file",
+    default=None,
+    metavar="FILE",
+    help="With --batched: the `ledger anchor` proofs file holding the key's proof.",
+)
 @click.option("--vehicle", default=None, help="Revoke every key of this vehicle.")
 @click.option("--reason", required=True, help="Why (recorded in the event).")
 @chain_option
@@ -353,25 +360,42 @@ def verify(
 def revoke(
     key_id: str | None,
     batched: bool,
+    proofs_file: str | None,
     vehicle: str | None,
     reason: str,
     chain: str,
     sender: str | None,
     as_json: bool,
 ) -> None:
-    """Revoke one key, or every key of a vehicle in O(1) gas (authority only)."""
+    """Revoke one key, or every key of a vehicle in O(1) gas (authority only).
+
+    A batched key needs its proof: the contract keeps only each batch's root and revokes
+    any key id it is given, so the proof is what shows the key was ever anchored.
+    """
+    from .batcher import read_proofs
+
     if (key_id is None) == (vehicle is None):
         raise BadInput("give exactly one of --key-id and --vehicle")
     if not reason.strip():
         raise BadInput("--reason must not be empty")
     if batched and key_id is None:
         raise BadInput("--batched goes with --key-id")
+    if batched and proofs_file is None:
+        raise BadInput(
+            "--batched needs --proofs FILE (written by `ledger anchor`): the chain keeps only each "
+            "batch's root, so the key's proof is what shows it was anchored"
+        )
+    if proofs_file is not None and not batched:
+        raise BadInput("--proofs goes with --batched")
     if key_id is not None:
         ids.key_id(key_id)
     else:
         ids.vehicle_id(vehicle or "")
+    proofs = read_proofs(proofs_file) if proofs_file is not None else {}
     with ledger_client(chain, sender) as ledger:
         if key_id is not None:
+            if batched:
+                _require_anchored(ledger, ids.parse_key_id(key_id)[0], proofs, proofs_file or "")
             try:
                 result = (
                     ledger.revoke_batched_key(key_id, reason)
@@ -380,13 +404,33 @@ def revoke(
                 )
             except TransactionRefused as exc:
                 if exc.error == "KeyNotFound":
-                    raise BadInput(f"{exc} (a key anchored in a Merkle batch: add --batched)") from None
+                    raise BadInput(
+                        f"{exc} (a key anchored in a Merkle batch: add --batched --proofs FILE)"
+                    ) from None
                 raise
             data: dict[str, Any] = {"key_id": key_id, "batched": batched}
         else:
             result = ledger.revoke_vehicle_keys(vehicle or "", reason)
             data = {"vehicle": vehicle, "epoch": result.event("VehicleKeysRevoked").args["newEpoch"]}
     report({**data, "revoked": True, "reason": reason, **tx_fields(result)}, as_json)
+
+
+def _require_anchored(ledger: Any, key: str, proofs: dict[str, Any], proofs_file: str) -> None:
+    """Refuse to revoke a batched key that no anchored batch holds, as ``revokeKey`` refuses
+    an unrecorded one: ``revokeBatchedKey`` would accept it and report it revoked."""
+    found = proofs.get(key)
+    if found is not None:
+        record, root, proof = found
+        if ledger.verify_inclusion(root, proof, record.leaf()):
+            return
+    if ledger.key_status(key).status != "unknown":
+        raise BadInput(f"key {key} is recorded individually: revoke it without --batched")
+    why = (
+        f"no proof for it in {proofs_file}"
+        if found is None
+        else f"its proof in {proofs_file} does not verify"
+    )
+    raise BadInput(f"key {key} is unknown: no anchored batch holds it ({why})")
 
 
 @app.command()

@@ -275,9 +275,8 @@ def test_ledger_anchor_and_prove_from_the_shell(tmp_path: Path, capsys: pytest.C
     assert status_of(keys[0]) == "revoked" and status_of(keys[1]) == "valid"
     code, _, err = qkdiov("ledger", "revoke", "--key-id", keys[1], "--reason", "leaked")
     assert code == 2 and "add --batched" in err
-    assert (
-        qkdiov("ledger", "revoke", "--key-id", keys[1], "--batched", "--reason", "leaked", "--json")[0] == 0
-    )
+    batched = ["--key-id", keys[1], "--batched", "--proofs", str(proofs), "--reason", "leaked", "--json"]
+    assert qkdiov("ledger", "revoke", *batched)[0] == 0
     assert status_of(keys[1]) == "revoked" and status_of(keys[3]) == "valid"
 
     # a tampered record no longer matches its proof

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,9 +25,11 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from conftest import record_key
 
 from ledger.chain import connect, dev_accounts, free_port, node_file
 from ledger.deployment import deploy as deploy_ledger
+from ledger.deployment import load_client
 from ledger.paths import PROJECT_ROOT, node_binary
 from vehicles.cli import app
 
@@ -36,6 +39,7 @@ CLI_TIMEOUT_S = 90
 
 KEY_1 = "3f2b8c1e-6a4d-4e0f-9b7a-1c2d3e4f5a6b"
 KEY_2 = "9a8b7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d"
+KEY_3 = "5c4d3e2f-1a0b-4c9d-8e7f-6a5b4c3d2e1f"
 COMMIT_1 = hashlib.sha256(b"session key 1").hexdigest()
 COMMIT_2 = "0x" + hashlib.sha256(b"session key 2").hexdigest()
 
@@ -314,6 +318,31 @@ def test_prove_checks_the_whole_proofs_file(home, tmp_path, case):
     proofs.write_text(json.dumps(_proof_document()) + "\n" + later + "\n")
     result = run_cli(home, "ledger", "prove", "--proofs", str(proofs), "--key-id", KEY_1)
     assert_one_line_error(result, fragment)
+
+
+NO_BATCH_HOLDS = "is unknown: no anchored batch holds it"
+UNKNOWN_BATCHED = {
+    "no-proof-in-the-file": (KEY_2, f"key {KEY_2} {NO_BATCH_HOLDS} (no proof for it in "),
+    "proof-under-no-anchored-root": (KEY_1, f"key {KEY_1} {NO_BATCH_HOLDS} (its proof in "),
+    "recorded-individually": (KEY_3, f"key {KEY_3} is recorded individually: revoke it without --batched"),
+}
+
+
+@pytest.mark.parametrize("case", UNKNOWN_BATCHED, ids=list(UNKNOWN_BATCHED))
+def test_revoke_batched_refuses_a_key_no_anchored_batch_holds(home, tmp_path, case):
+    """The contract revokes any batched key id; the key's proof shows it was anchored."""
+    _deploy_embedded()
+    with connect("embedded") as chain:
+        record_key(load_client(chain), "car-1", key_id=uuid.UUID(KEY_3))
+    journal = home / ".qkdiov" / "embedded" / "journal.jsonl"
+    before = journal.read_text()
+    proofs = tmp_path / "proofs.jsonl"
+    proofs.write_text(json.dumps(_proof_document()) + "\n")  # KEY_1 under a root never anchored
+    key, fragment = UNKNOWN_BATCHED[case]
+    args = ["ledger", "revoke", "--batched", "--key-id", key, "--reason", "leaked"]
+    assert_one_line_error(run_cli(home, *args, "--proofs", str(proofs)), fragment)
+    assert journal.read_text() == before  # nothing was revoked
+    assert_one_line_error(run_cli(home, *args), "--batched needs --proofs FILE")
 
 
 @pytest.mark.parametrize("command", ["deploy", "ledger stats"])
