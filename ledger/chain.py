@@ -40,7 +40,7 @@ from eth_account.signers.local import LocalAccount
 from web3 import Web3
 from web3.providers.base import JSONBaseProvider
 
-from .errors import BadInput, ChainUnavailable, LedgerError
+from .errors import BadInput, ChainUnavailable, JournalError, LedgerError
 from .paths import PROJECT_ROOT, node_binary, state_dir, workspace
 
 DEV_MNEMONIC = "test test test test test test test test test test test junk"
@@ -91,6 +91,28 @@ def os_error_reason(exc: OSError) -> str:
     return exc.strerror or str(exc)
 
 
+def append_whole(path: Path, data: bytes) -> None:
+    """Append ``data`` to the existing file ``path`` and fsync it, or leave the file as it was.
+
+    A write cut short (a full disk) is cut back off before the OSError is raised, so no
+    torn line is left for a later append to bury: what the file held before is kept.
+    """
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+    try:
+        kept = os.lseek(fd, 0, os.SEEK_END)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, kept)
+            raise
+    finally:
+        os.close(fd)
+
+
 @contextlib.contextmanager
 def workspace_io(path: Path, doing: str) -> Iterator[None]:
     """An OSError on ``path`` (under the workspace) becomes one line naming QKDIOV_HOME.
@@ -119,6 +141,8 @@ class Chain:
 
     def send_raw_transaction(self, raw: bytes) -> bytes:
         """Send a signed transaction; on a persistent embedded chain, journal it once mined."""
+        if self._journal is not None:
+            self._journal.require_writable()
         tx_hash = self.w3.eth.send_raw_transaction(raw)
         if self._journal is not None:
             self._journal.append_transaction(self.latest_timestamp(), raw)
@@ -135,6 +159,8 @@ class Chain:
             # eth-tester's time_travel(t) mines at t - 1 and refuses t at or below the
             # pending block's time, so set the pending timestamp and mine it directly.
             target = self.latest_timestamp() + seconds
+            if self._journal is not None:
+                self._journal.require_writable()
             _mine_embedded_block(self.w3.provider.ethereum_tester, target)  # type: ignore[attr-defined]
             if self._journal is not None:
                 self._journal.append_empty_block(target)
@@ -196,20 +222,22 @@ class EmbeddedJournal:
 
     def __init__(self, path: Path):
         self.path = path
+        self._failed: str | None = None  # why an append failed; no block is journaled after it
 
     def read(self) -> tuple[int | None, list[dict[str, Any]]]:
         with workspace_io(self.path, "read"):
             if not self.path.exists():
                 return None, []
-            text = self.path.read_text()
-        if text and not text.endswith("\n"):
+            data = self.path.read_bytes()
+        if data and not data.endswith(b"\n"):
             # A write cut short by a crash: its transaction was never acknowledged, so drop it.
-            text = text[: text.rfind("\n") + 1]
+            # Truncated in place: rewriting the file would put every earlier block at risk.
+            data = data[: data.rfind(b"\n") + 1]
             with workspace_io(self.path, "repair"):
-                self.path.write_text(text)
+                os.truncate(self.path, len(data))
         try:
-            lines = [json.loads(line) for line in text.splitlines() if line.strip()]
-        except ValueError:
+            lines = [json.loads(line) for line in data.decode().splitlines() if line.strip()]
+        except ValueError:  # UnicodeDecodeError included
             raise ChainUnavailable(f"{self.path} is corrupt: delete it to start afresh") from None
         if not lines or "genesis_timestamp" not in lines[0]:
             raise ChainUnavailable(f"{self.path} is not an embedded-chain journal: delete it to start afresh")
@@ -220,11 +248,22 @@ class EmbeddedJournal:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.path.write_text(json.dumps({"genesis_timestamp": genesis_timestamp}) + "\n")
 
+    def require_writable(self) -> None:
+        """Refuse a new block after a failed append: the chain in memory is a block ahead of
+        the journal, and a later block journaled after that gap would not replay."""
+        if self._failed is not None:
+            raise JournalError(self._failed)
+
     def _append(self, entry: dict[str, Any]) -> None:
-        with self.path.open("a") as fh:
-            fh.write(json.dumps(entry) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
+        self.require_writable()
+        try:
+            append_whole(self.path, (json.dumps(entry) + "\n").encode())
+        except OSError as exc:
+            self._failed = (
+                f"cannot append to the embedded chain's journal {self.path}: {os_error_reason(exc)} "
+                "(the block just mined is not kept; every one before it is)"
+            )
+            raise JournalError(self._failed) from None
 
     def append_transaction(self, timestamp: int, raw: bytes) -> None:
         self._append({"ts": timestamp, "raw": raw.hex()})

@@ -467,6 +467,9 @@ class KeyLedgerClient:
         if receipt is None:
             try:
                 tx_hash = self.chain.send_raw_transaction(raw)
+            except LedgerError:  # already one line for the user (the embedded journal's JournalError)
+                self.nonces.resync(acct.address)
+                raise
             except Exception as exc:
                 self.nonces.resync(acct.address)
                 if _is_revert(exc):

@@ -35,3 +35,7 @@ class TransactionRefused(LedgerError):
         self.function = function
         self.error = error
         self.args_by_name = args
+
+
+class JournalError(LedgerError):
+    """The embedded chain's journal could not be written: what it held before is kept."""

@@ -8,6 +8,7 @@ and status 2. JSON output is checked in-process with CliRunner, which is faster.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -27,11 +28,12 @@ import pytest
 from click.testing import CliRunner
 from conftest import record_key
 
-from ledger.chain import connect, dev_accounts, free_port, node_file
+from ledger.chain import connect, dev_accounts, embedded_journal_path, free_port, node_file
 from ledger.deployment import deploy as deploy_ledger
 from ledger.deployment import load_client
+from ledger.errors import JournalError
 from ledger.paths import PROJECT_ROOT, node_binary
-from vehicles.cli import app
+from vehicles.cli import app, main
 
 ANVIL = node_binary("anvil")
 ENV_VARS_TO_DROP = ("QKDIOV_CHAIN", "QKDIOV_PRIVATE_KEYS", "QKDIOV_MNEMONIC")
@@ -199,6 +201,72 @@ def test_corrupt_journal_is_a_one_line_error(home):
     journal.parent.mkdir(parents=True)
     journal.write_text('{"genesis_timestamp": 1700000000}\n{"ts": 17000\n{"ts": 1}\n')
     assert_one_line_error(run_cli(home, "ledger", "stats"), "journal", "corrupt")
+
+
+def _fill_the_disk_under(journal: Path, monkeypatch: pytest.MonkeyPatch, where: str) -> None:
+    """ENOSPC on ``journal`` only: from fsync, or after a short write that left a torn line."""
+    inode = journal.stat().st_ino
+    real_write, real_fsync = os.write, os.fsync
+
+    def full(*_: object) -> Any:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    def write(fd: int, data: Any) -> int:
+        if os.fstat(fd).st_ino != inode:
+            return real_write(fd, data)
+        monkeypatch.setattr(os, "write", full)  # the rest of the line finds no room
+        return real_write(fd, bytes(data[:9]))
+
+    if where == "fsync":
+        monkeypatch.setattr(
+            os, "fsync", lambda fd: full() if os.fstat(fd).st_ino == inode else real_fsync(fd)
+        )
+    else:
+        monkeypatch.setattr(os, "write", write)
+
+
+@pytest.mark.parametrize("command", ["ledger register --vehicle car-7", "deploy"])
+@pytest.mark.parametrize("where", ["fsync", "short-write"])
+def test_a_full_disk_under_the_journal_is_a_one_line_error_and_loses_nothing(
+    home, monkeypatch, capsys, where, command
+):
+    _deploy_embedded()
+    journal = home / ".qkdiov" / "embedded" / "journal.jsonl"
+    before = journal.read_bytes()
+    with monkeypatch.context() as patch:
+        _fill_the_disk_under(journal, patch, where)
+        with pytest.raises(SystemExit) as info:
+            main(command.split())
+    out, err = capsys.readouterr()
+    assert info.value.code == 2 and out == ""
+    assert err.splitlines() == [
+        f"error: cannot append to the embedded chain's journal {journal}: No space left on device "
+        "(the block just mined is not kept; every one before it is)"
+    ]
+    assert journal.read_bytes() == before  # no torn line left to bury under the next block
+    with connect("embedded") as chain:
+        ledger = load_client(chain)
+        assert not ledger.vehicle("car-7").registered and ledger.vehicle("car-1").registered
+        ledger.register_vehicle("car-7")  # the next block replays after the earlier ones
+    with connect("embedded") as chain:
+        assert load_client(chain).vehicle("car-7").registered
+
+
+def test_no_block_is_mined_after_a_failed_journal_append(monkeypatch):
+    """A block journaled after the one that was lost would not replay: the chain refuses it."""
+    with connect("embedded") as chain:
+        ledger, _ = deploy_ledger(chain)
+        journal = embedded_journal_path()
+        with monkeypatch.context() as patch:
+            _fill_the_disk_under(journal, patch, "fsync")
+            with pytest.raises(JournalError, match="No space left on device"):
+                ledger.register_vehicle("car-1")
+        head, before = chain.w3.eth.block_number, journal.read_bytes()
+        with pytest.raises(JournalError, match="cannot append to the embedded chain's journal"):
+            ledger.register_vehicle("car-2")
+        with pytest.raises(JournalError):
+            chain.advance_time(10)
+        assert chain.w3.eth.block_number == head and journal.read_bytes() == before
 
 
 def _records_file(directory: Path) -> Path:
