@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 import click
 from rich.console import Console
@@ -521,12 +521,13 @@ def anchor(
     is mined, so an interrupted run keeps every proof of what reached the chain.
     """
     from .batcher import KeyBatcher, proof_document, read_records
+    from .chain import append_whole, os_error_reason
 
     target = Path(proofs_file)
     written = 0
     roots: list[str] = []
     # Open OUT before connecting: a path that cannot be written costs nothing yet.
-    with _open_proofs(target) as out, ledger_client(chain, sender) as ledger:
+    with _open_proofs(target), ledger_client(chain, sender) as ledger:
         records = read_records(records_file, now=ledger.chain.latest_timestamp(), default_ttl=ttl)
         try:  # recordSession refuses these; anchorBatch sees only a root, so check before anchoring
             ledger.require_registered(r.vehicle for r in records)
@@ -537,12 +538,18 @@ def anchor(
 
             def save(items: list[Any]) -> None:
                 nonlocal written
-                for item in items:
-                    out.write(json.dumps(proof_document(by_key[item.key_id], item)) + "\n")
-                out.flush()
-                os.fsync(out.fileno())
+                root = "0x" + items[0].root.hex()
+                lines = "".join(json.dumps(proof_document(by_key[i.key_id], i)) + "\n" for i in items)
+                try:
+                    append_whole(target, lines.encode())
+                except OSError as exc:
+                    raise BadInput(
+                        f"cannot write proofs to {target}: {os_error_reason(exc)} (batch {root} of "
+                        f"{len(items)} keys is anchored but its proofs are not written; "
+                        f"the file keeps the {written} proofs before it)"
+                    ) from None
                 written += len(items)
-                roots.append("0x" + items[0].root.hex())
+                roots.append(root)
                 advance(len(items))
 
             batcher = KeyBatcher(ledger, max_batch=batch_size, max_age_s=3600, on_anchored=save)
@@ -564,8 +571,8 @@ def anchor(
 
 
 @contextmanager
-def _open_proofs(target: Path) -> Iterator[TextIO]:
-    """``target`` opened for appending proofs, or a one-line refusal if it cannot be written.
+def _open_proofs(target: Path) -> Iterator[None]:
+    """``target`` created for appending proofs, or a one-line refusal if it cannot be written.
 
     A file this call created is removed again if the run fails while it is still empty,
     so a mistake (a bad records file, a missing deployment) leaves no empty proofs file.
@@ -577,12 +584,11 @@ def _open_proofs(target: Path) -> Iterator[TextIO]:
             raise BadInput(f"{target} exists: choose a new file for the proofs")
         created = not target.exists()
         target.parent.mkdir(parents=True, exist_ok=True)
-        fh = target.open("a")
+        target.open("a").close()
     except OSError as exc:
         raise BadInput(f"cannot write proofs to {target}: {os_error_reason(exc)}") from None
     try:
-        with fh:
-            yield fh
+        yield
     except BaseException:
         with contextlib.suppress(OSError):
             if created and target.stat().st_size == 0:

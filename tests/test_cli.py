@@ -203,24 +203,30 @@ def test_corrupt_journal_is_a_one_line_error(home):
     assert_one_line_error(run_cli(home, "ledger", "stats"), "journal", "corrupt")
 
 
-def _fill_the_disk_under(journal: Path, monkeypatch: pytest.MonkeyPatch, where: str) -> None:
-    """ENOSPC on ``journal`` only: from fsync, or after a short write that left a torn line."""
-    inode = journal.stat().st_ino
+def _fill_the_disk_under(path: Path, monkeypatch: pytest.MonkeyPatch, where: str, after: int = 0) -> None:
+    """ENOSPC on ``path`` only, once ``after`` appends to it have gone through: from fsync,
+    or after a short write that left a torn line."""
     real_write, real_fsync = os.write, os.fsync
+    calls = 0
 
     def full(*_: object) -> Any:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
+    def ours(fd: int) -> bool:
+        nonlocal calls
+        if not path.exists() or os.fstat(fd).st_ino != path.stat().st_ino:
+            return False
+        calls += 1
+        return calls > after
+
     def write(fd: int, data: Any) -> int:
-        if os.fstat(fd).st_ino != inode:
+        if not ours(fd):
             return real_write(fd, data)
         monkeypatch.setattr(os, "write", full)  # the rest of the line finds no room
         return real_write(fd, bytes(data[:9]))
 
     if where == "fsync":
-        monkeypatch.setattr(
-            os, "fsync", lambda fd: full() if os.fstat(fd).st_ino == inode else real_fsync(fd)
-        )
+        monkeypatch.setattr(os, "fsync", lambda fd: full() if ours(fd) else real_fsync(fd))
     else:
         monkeypatch.setattr(os, "write", write)
 
@@ -318,6 +324,34 @@ def test_anchor_refuses_what_record_refuses_before_sending(home, tmp_path, case)
     assert_one_line_error(result, fragment)
     assert journal.read_text() == before  # no batch was anchored
     assert not target.exists()
+
+
+@pytest.mark.parametrize("where", ["fsync", "short-write"])
+def test_a_full_disk_under_the_proofs_file_is_a_one_line_error_and_keeps_earlier_proofs(
+    home, tmp_path, monkeypatch, capsys, where
+):
+    _deploy_embedded()
+    keys = [str(uuid.UUID(int=n + 1)) for n in range(3)]
+    records = tmp_path / "records.jsonl"
+    records.write_text(
+        "".join(json.dumps({"key_id": k, "commitment": COMMIT_1, "vehicle": "car-1"}) + "\n" for k in keys)
+    )
+    target = tmp_path / "proofs.jsonl"
+    with monkeypatch.context() as patch:
+        _fill_the_disk_under(target, patch, where, after=1)
+        with pytest.raises(SystemExit) as info:
+            main(
+                ["ledger", "anchor", "--records", str(records), "--proofs", str(target), "--batch-size", "1"]
+            )
+    out, err = capsys.readouterr()
+    assert info.value.code == 2 and out == ""
+    (line,) = err.splitlines()
+    assert line.startswith(f"error: cannot write proofs to {target}: No space left on device (batch 0x")
+    assert line.endswith(
+        "of 1 keys is anchored but its proofs are not written; the file keeps the 1 proofs before it)"
+    )
+    (kept,) = target.read_text().splitlines()  # the first batch's proof, whole; no torn line after it
+    assert json.loads(kept)["key_id"] == keys[0]
 
 
 def test_failed_anchor_leaves_no_empty_proofs_file(home, tmp_path):
