@@ -278,6 +278,7 @@ def test_bad_scenario_files_exit_2(
         (["--duration", "0"], "duration must be"),
         (["--cipher", "des"], "--cipher"),
         (["--vehicles", "2"], "revocation.vehicle 3 is not one of the starting vehicles (0-1)"),
+        (["--vehicles", "2"], "or run with --no-revocation"),
         (["--replications", "0"], "--replications"),
         (["--chain", "mainnet-please", "--duration", "1"], "unknown chain"),
         (["--out", ""], "--out needs a directory name"),
@@ -289,6 +290,24 @@ def test_bad_flags_exit_2(capsys: pytest.CaptureFixture[str], argv: list[str], f
     code, err = _exit(capsys, "simulate", *argv)
     assert code == 2 and err.startswith("error:") and len(err.strip().splitlines()) == 1
     assert fragment in err, err
+
+
+def test_no_revocation_runs_a_bundled_scenario_with_fewer_vehicles_than_it_revokes(tmp_path: Path) -> None:
+    """urban-grid revokes vehicle 5: with 5 vehicles it was refused, and no flag turned it off."""
+    from click.testing import CliRunner
+
+    from vehicles.cli import app
+
+    argv = ["simulate", "--scenario", "urban-grid", "--vehicles", "5", "--duration", "1", "--json"]
+    refused = CliRunner().invoke(app, argv)
+    assert refused.exit_code == 2 and "or run with --no-revocation" in refused.output
+    out = tmp_path / "run"
+    result = CliRunner().invoke(app, [*argv, "--no-revocation", "--out", str(out)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["vehicles_initial"] == 5 and summary["revocation"] == {"vehicle": None, "at_s": None}
+    config = json.loads((out / "config.json").read_text())
+    assert config["scenario"]["revocation"] == {"vehicle": None, "at_s": None}
 
 
 @pytest.mark.parametrize("extra", [[], ["--replications", "2"]])

@@ -174,6 +174,11 @@ def bench_sim(chain: str, quick: bool, duration: float | None, sizes: tuple[int,
     help="Seeds to run in parallel processes, each metric reported with its 95% confidence interval.",
 )
 @click.option(
+    "--no-revocation",
+    is_flag=True,
+    help="Revoke no vehicle during the run (the bundled scenarios revoke one part-way).",
+)
+@click.option(
     "--qkd-workers",
     type=click.IntRange(min=0, max=64),
     default=None,
@@ -191,6 +196,7 @@ def simulate(
     seed: int | None,
     out_dir: str | None,
     replications: int,
+    no_revocation: bool,
     qkd_workers: int | None,
     as_json: bool,
 ) -> None:
@@ -218,6 +224,7 @@ def simulate(
             duration_s=duration,
             seed=seed,
             chain=chain,
+            revocation=scenarios.RevocationConfig() if no_revocation else None,
             **{"keys.cipher": cipher},
         )
     except scenarios.ScenarioError as exc:

@@ -321,7 +321,7 @@ def validate(s: Scenario, *, origin: str) -> Scenario:
             0 <= rev.vehicle < max(s.vehicles, 1),
             f"revocation.vehicle {rev.vehicle} is not one of the starting vehicles "
             + (f"(0-{s.vehicles - 1})" if s.vehicles else "(there are none)")
-            + ": start more vehicles or set [revocation] vehicle lower",
+            + ": start more vehicles, set [revocation] vehicle lower, or run with --no-revocation",
         )
         check(
             rev.at_s >= 0, f"revocation.at_s must be >= 0 (a time after the end never comes), got {rev.at_s}"
