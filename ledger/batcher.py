@@ -301,21 +301,16 @@ def _vehicle_id(label: str) -> bytes:
 # ---------------------------------------------------------------------------- files
 
 
-def read_records(path: str | Path, *, now: int, default_ttl: int) -> list[KeyRecord]:
-    """Key records from a JSON-lines file, one object per line.
+def _json_lines(path: str | Path) -> Iterator[tuple[int, str, object]]:
+    """Each non-blank line of a JSON-lines file as (line number, "file:line", value).
 
-    Fields: ``key_id`` (UUID), ``commitment`` (64 hex digits), ``vehicle``; optional
-    ``qber`` (0-1, default 0), ``bits`` (default 256), ``protocol`` (bb84/e91),
-    ``created_at`` (default ``now``), and ``expires_at`` or ``ttl`` seconds
-    (default ``default_ttl``). A mistake is reported with its line number.
+    Records and proofs files share this reading; each caller checks its own objects.
     """
     source = Path(path)
     try:
         lines = source.read_text().splitlines()
     except (OSError, UnicodeDecodeError) as exc:
         raise BadInput(f"cannot read {source}: {exc}") from None
-    records: list[KeyRecord] = []
-    seen: set[str] = set()
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
@@ -324,6 +319,20 @@ def read_records(path: str | Path, *, now: int, default_ttl: int) -> list[KeyRec
             item = json.loads(line)
         except ValueError as exc:
             raise BadInput(f"{where}: not JSON: {exc}") from None
+        yield number, where, item
+
+
+def read_records(path: str | Path, *, now: int, default_ttl: int) -> list[KeyRecord]:
+    """Key records from a JSON-lines file, one object per line.
+
+    Fields: ``key_id`` (UUID), ``commitment`` (64 hex digits), ``vehicle``; optional
+    ``qber`` (0-1, default 0), ``bits`` (default 256), ``protocol`` (bb84/e91),
+    ``created_at`` (default ``now``), and ``expires_at`` or ``ttl`` seconds
+    (default ``default_ttl``). A mistake is reported with its line number.
+    """
+    records: list[KeyRecord] = []
+    seen: set[str] = set()
+    for _number, where, item in _json_lines(path):
         if not isinstance(item, dict):
             raise BadInput(f"{where}: each line must be a JSON object")
         unknown = set(item) - _RECORD_FIELDS
@@ -364,7 +373,7 @@ def read_records(path: str | Path, *, now: int, default_ttl: int) -> list[KeyRec
         seen.add(key)
         records.append(record)
     if not records:
-        raise BadInput(f"{source} holds no records")
+        raise BadInput(f"{Path(path)} holds no records")
     return records
 
 
@@ -440,21 +449,9 @@ def read_proofs(path: str | Path) -> dict[str, tuple[KeyRecord, bytes, list[byte
     to a new file), and of two proofs for one key the first is not known to be the right
     one. A mistake is reported with its line number.
     """
-    source = Path(path)
-    try:
-        lines = source.read_text().splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise BadInput(f"cannot read {source}: {exc}") from None
     proofs: dict[str, tuple[KeyRecord, bytes, list[bytes]]] = {}
     first_line: dict[str, int] = {}
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        where = f"{source}:{number}"
-        try:
-            item = json.loads(line)
-        except ValueError as exc:
-            raise BadInput(f"{where}: not JSON: {exc}") from None
+    for number, where, item in _json_lines(path):
         if not isinstance(item, dict):
             raise BadInput(f"not a key proof document ({where} is not a JSON object)")
         try:
