@@ -301,6 +301,9 @@ def _vehicle_id(label: str) -> bytes:
 # ---------------------------------------------------------------------------- files
 
 
+_NIL_KEY_ID = str(uuid.UUID(int=0))
+
+
 def _json_lines(path: str | Path) -> Iterator[tuple[int, str, object]]:
     """Each non-blank line of a JSON-lines file as (line number, "file:line", value).
 
@@ -356,6 +359,8 @@ def read_records(path: str | Path, *, now: int, default_ttl: int) -> list[KeyRec
                 protocol=str(item.get("protocol", "bb84")),
             )
             ids.vehicle_id(record.vehicle)
+            if record.key_id == _NIL_KEY_ID:  # revokeBatchedKey refuses it (ZeroKeyId)
+                raise BadInput("key_id is all zeros: such a key could be anchored but never revoked")
             if expires <= created:
                 raise BadInput(f"expiry {expires} is not after creation {created}")
             if not 0 < record.final_key_bits < 2**32:

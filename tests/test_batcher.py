@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import tempfile
 import time
@@ -320,3 +321,16 @@ def test_the_fast_key_id_parse_refuses_what_uuid_refuses(bad: str) -> None:
 
     with pytest.raises(BadInput, match="not a UUID"):
         parse_key_id(bad)
+
+
+def test_a_records_file_refuses_the_all_zero_key_id(tmp_path: Path) -> None:
+    """The chain refuses to revoke key id zero, so anchoring one would leave it unrevocable."""
+    from ledger.batcher import read_records
+
+    records = tmp_path / "records.jsonl"
+    line = {"key_id": str(uuid.UUID(int=1)), "commitment": "01" * 32, "vehicle": "car-0"}
+    records.write_text(json.dumps(line) + "\n" + json.dumps(line | {"key_id": str(uuid.UUID(int=0))}) + "\n")
+    with pytest.raises(BadInput, match=r"records.jsonl:2: key_id is all zeros"):
+        read_records(records, now=1_000, default_ttl=60)
+    records.write_text(json.dumps(line) + "\n")
+    assert [r.key_id for r in read_records(records, now=1_000, default_ttl=60)] == [str(uuid.UUID(int=1))]
