@@ -363,6 +363,8 @@ def read_records(path: str | Path, *, now: int, default_ttl: int) -> list[KeyRec
                 raise BadInput("key_id is all zeros: such a key could be anchored but never revoked")
             if expires <= created:
                 raise BadInput(f"expiry {expires} is not after creation {created}")
+            if expires <= now:
+                raise BadInput(f"expiry {expires} is not after the chain's time {now}: already expired")
             if not 0 < record.final_key_bits < 2**32:
                 raise BadInput(f"bits must be a positive 32-bit number, got {record.final_key_bits}")
             record.leaf()  # every remaining range check

@@ -323,14 +323,18 @@ def test_the_fast_key_id_parse_refuses_what_uuid_refuses(bad: str) -> None:
         parse_key_id(bad)
 
 
-def test_a_records_file_refuses_the_all_zero_key_id(tmp_path: Path) -> None:
-    """The chain refuses to revoke key id zero, so anchoring one would leave it unrevocable."""
+def test_a_records_file_refuses_the_all_zero_key_id_and_a_past_expiry(tmp_path: Path) -> None:
+    """The chain refuses to revoke key id zero, so anchoring one would leave it unrevocable;
+    a key already expired at the chain's time is a mistake in the file."""
     from ledger.batcher import read_records
 
     records = tmp_path / "records.jsonl"
     line = {"key_id": str(uuid.UUID(int=1)), "commitment": "01" * 32, "vehicle": "car-0"}
     records.write_text(json.dumps(line) + "\n" + json.dumps(line | {"key_id": str(uuid.UUID(int=0))}) + "\n")
     with pytest.raises(BadInput, match=r"records.jsonl:2: key_id is all zeros"):
+        read_records(records, now=1_000, default_ttl=60)
+    records.write_text(json.dumps(line | {"created_at": 100, "expires_at": 900}) + "\n")
+    with pytest.raises(BadInput, match=r"records.jsonl:1: expiry 900 is not after the chain's time 1000"):
         read_records(records, now=1_000, default_ttl=60)
     records.write_text(json.dumps(line) + "\n")
     assert [r.key_id for r in read_records(records, now=1_000, default_ttl=60)] == [str(uuid.UUID(int=1))]
