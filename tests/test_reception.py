@@ -36,27 +36,33 @@ def _frames() -> tuple[dict[str, np.ndarray], list[bytes]]:
 def test_verdicts_come_back_in_order_whatever_the_batches(worker: bool) -> None:
     keys, frames = _frames()
     expected = ["ok", "ok", "replay", "tampered", "ok", "ok", "ok", "ok", "ok", "unknown-key", "malformed"]
-    with Reception(worker=worker) as reception:
+    seen: list[tuple[int, str]] = []
+    batches: list[int] = []
+
+    def apply(items: list[int], verdicts: list[str]) -> None:
+        batches.append(len(items))
+        seen.extend(zip(items, verdicts, strict=True))
+
+    with Reception(apply, worker=worker) as reception:
         reception.wait_ready()
         for key_id, material in keys.items():
             reception.add_key(key_id, material)
-        seen: list[tuple[int, str]] = []
         for index, frame in enumerate(frames):
-            reception.open(frame, lambda verdict, i=index: seen.append((i, verdict)))
+            reception.open(frame, index)
             if index % 3 == 2:
-                reception.flush()  # batches of three, applied one flush behind
-        if worker:
-            assert len(seen) < len(frames)  # the newest batch is still out
+                reception.flush()  # batches of three (with a worker, applied one flush behind)
+                assert len(seen) == index + 1 - 3 * worker
         reception.settle()
     assert seen == list(enumerate(expected))
+    assert batches == [3, 3, 3, 2]  # a batch per flush, the remainder at settle
 
 
 def test_a_dead_worker_is_an_error_not_a_hang() -> None:
-    with Reception(worker=True) as reception:
+    with Reception(lambda items, verdicts: None, worker=True) as reception:
         reception.wait_ready()
         reception._worker.process.kill()  # type: ignore[union-attr]
         reception._worker.process.wait()  # type: ignore[union-attr]
-        reception.open(b"frame", lambda verdict: None)
+        reception.open(b"frame", 0)
         with pytest.raises(ReceptionError, match="reception worker died"):
             reception.settle()
 

@@ -131,12 +131,12 @@ def test_tampered_message_is_rejected(aes_run) -> None:
     wire[-20] ^= 0x01  # one bit of the ciphertext
     assert world._validate(sealed) == "ok"  # its key is valid on the ledger
     for worker in (False, True):  # opened here, and on a worker given the key relay's keys
-        with Reception(worker=worker) as reception:
+        verdicts: list[str] = []
+        with Reception(lambda items, batch, into=verdicts: into.extend(batch), worker=worker) as reception:
             for key_id, material in world.key_store.items():
                 reception.add_key(key_id, material)
-            verdicts: list[str] = []
             for frame in (bytes(wire), sealed.to_bytes(), sealed.to_bytes()):
-                reception.open(frame, verdicts.append)
+                reception.open(frame, None)
             reception.settle()
         # the genuine frame still opens, but only once
         assert verdicts == ["tampered", "ok", "replay"], worker
@@ -528,3 +528,42 @@ def test_qkd_workers_start_where_they_pay(
 ) -> None:
     scenario = small(cipher, vehicles=vehicles, duration_s=duration_s)
     assert auto_session_workers(scenario, cpus) == workers
+
+
+def test_a_batch_replay_check_matches_one_frame_at_a_time() -> None:
+    """World._fresh_batch against the definition, frame by frame: a receiver accepts a
+    sender's frame only if its seq is newer than every one it accepted from that sender.
+    Batches mix senders with several frames each (checked in rounds) and stale replays."""
+    from types import SimpleNamespace
+
+    from vehicles.crypto import Header
+    from vehicles.world import World
+
+    rng = np.random.default_rng(11)
+    world = SimpleNamespace(_sender_rows={}, _newest_seq=np.zeros((0, 0), dtype=np.int64))
+    world._grow_replay_table = World._grow_replay_table.__get__(world)
+    newest: dict[tuple[str, int], int] = {}
+    next_seq = dict.fromkeys(("car-1", "car-2", "car-3", "rsu-0"), 1)
+    rounds_seen = 0
+    for _ in range(60):
+        frames = []
+        for _ in range(int(rng.integers(1, 12))):
+            sender = str(rng.choice(list(next_seq)))
+            if rng.random() < 0.2:  # a replay of an old or current seq
+                seq = int(rng.integers(1, next_seq[sender] + 1))
+            else:
+                seq = next_seq[sender] = next_seq[sender] + int(rng.integers(1, 3))
+            slots = rng.choice(150, size=int(rng.integers(1, 9)), replace=False)
+            frames.append((Header("aes-gcm", sender, seq, 0.0, "k"), slots))
+        senders = [header.sender for header, _ in frames]
+        rounds_seen = max(rounds_seen, max(senders.count(s) for s in senders))
+        expected = []
+        for header, slots in frames:
+            for slot in slots.tolist():
+                fresh = header.seq > newest.get((header.sender, slot), 0)
+                expected.append(fresh)
+                if fresh:
+                    newest[(header.sender, slot)] = header.seq
+        got = World._fresh_batch(world, frames)
+        assert got.tolist() == expected
+    assert rounds_seen >= 3 and world._newest_seq.shape[1] >= 150

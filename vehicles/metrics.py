@@ -139,13 +139,20 @@ class Metrics:
 
     def delivered_binned(self, record: MessageRecord, bins: np.ndarray, latency_s: float) -> None:
         """:meth:`delivered` with the receivers' :meth:`distance_bins` given."""
-        count = int(bins.size)
-        if count == 0:
-            return
-        record.delivered += count
-        self.latencies_s.append(latency_s)
-        self.latency_weights.append(count)
-        self.delivered_payload_bits += 8 * record.payload_bytes * count
+        if bins.size:
+            self.delivered_many([(record, int(bins.size), latency_s)], bins)
+
+    def delivered_many(self, deliveries: list[tuple[MessageRecord, int, float]], bins: np.ndarray) -> None:
+        """Several frames at once: (record, receivers that decrypted it, their latency) for
+        each, and every one of those receivers' :meth:`distance_bins`, concatenated."""
+        latencies, weights = self.latencies_s, self.latency_weights
+        payload_bits = 0
+        for record, count, latency_s in deliveries:
+            record.delivered += count
+            latencies.append(latency_s)
+            weights.append(count)
+            payload_bits += record.payload_bytes * count
+        self.delivered_payload_bits += 8 * payload_bits
         self._histograms["received"].add(bins)
 
     def rejected(self, record: MessageRecord, reason: str, count: int = 1) -> None:
