@@ -278,7 +278,7 @@ class World:
         self._settling_at: float | None = None  # the simulated time a late result is read "at"
         self.replays_injected = 0
         self.bytes_opened = 0  # ciphertext bytes opened, times the receivers that kept them
-        self._captured: list[tuple[crypto.Sealed, int]] = []
+        self._captured: list[tuple[crypto.Sealed, int]] = []  # (frame, a receiver's node slot)
         # The attacker's own draws: which frames it keeps does not shift the world's stream.
         self._attacker_rng = np.random.default_rng(scenario.seed + 3)
         # Frame path (see _build_links, _row): per-step links and rows, cached energies.
@@ -710,7 +710,7 @@ class World:
             # The replay attacker keeps the first frame it hears whenever its store is empty,
             # and 1% of the others (up to 64), so there is something to replay every second.
             if not self._captured or (len(self._captured) < 64 and self._attacker_rng.random() < 0.01):
-                self._captured.append((heard.sealed, int(outcome.delivered[0])))
+                self._captured.append((heard.sealed, int(frame.slots[index[0]])))
             self._receive(
                 heard.record,
                 heard.sealed,
@@ -769,7 +769,7 @@ class World:
             count = int(slots.size)
             mine = fresh[at : at + count]
             at += count
-            fresh_count = int(np.count_nonzero(mine)) if count > 1 else int(mine[0])
+            fresh_count = int(np.count_nonzero(mine))
             if bins is None:  # the replay attacker's frame, heard by one receiver
                 self.metrics.rejected(record, "replay-accepted" if fresh_count else "replay")
                 continue
@@ -811,14 +811,13 @@ class World:
         pairs = np.repeat(np.asarray(rows, dtype=np.int64) * width, counts) + slots
         seq_of = np.repeat(np.asarray(seqs, dtype=np.int64), counts)
         newest = self._newest_seq.reshape(-1)  # a view: marks land in the table
-        if len(seen) == len(frames):  # one frame per sender: a single round
-            fresh = seq_of > newest[pairs]
-            newest[pairs[fresh]] = seq_of[fresh]
-            return fresh
-        round_of = np.repeat(np.asarray(rounds), counts)
+        if len(seen) == len(frames):  # one frame per sender: a single round, the whole batch
+            groups: list[slice] | Iterator[np.ndarray] = [slice(None)]
+        else:
+            round_of = np.repeat(np.asarray(rounds), counts)
+            groups = (np.flatnonzero(round_of == k) for k in range(max(seen.values())))
         fresh = np.empty(slots.size, dtype=bool)
-        for k in range(max(seen.values())):
-            where = np.flatnonzero(round_of == k)
+        for where in groups:
             these, seq = pairs[where], seq_of[where]
             ok = seq > newest[these]
             newest[these[ok]] = seq[ok]
@@ -1102,7 +1101,7 @@ class World:
             self._catch_up()  # what it has heard by now
             if not self._captured:
                 continue
-            sealed, receiver = self._captured.pop(0)
+            sealed, slot = self._captured.pop(0)
             self.replays_injected += 1
             record = MessageRecord(
                 message_id=-self.replays_injected,
@@ -1120,7 +1119,6 @@ class World:
                 continue
             # bins None marks the replay: refused, or counted "replay-accepted" (a bug the
             # tests look for) in _apply_verdicts
-            slot = receiver - RSU_ID_BASE if receiver >= RSU_ID_BASE else receiver + self.scenario.rsus
             self.reception.open(sealed.to_bytes(), (record, sealed, np.array([slot]), None, None))
 
     # ------------------------------------------------------------------ results
