@@ -229,9 +229,35 @@ def report_figures(report: dict[str, Any], as_json: bool) -> None:
     out.print(table)
     for key, value in report.items():
         if isinstance(value, list) and value and isinstance(value[0], dict):
-            listing = Table(title=key, title_justify="left")
-            for column in value[0]:
-                listing.add_column(column, justify="right")
-            for row in value:
-                listing.add_row(*(f"{v:.4g}" if isinstance(v, float) else str(v) for v in row.values()))
-            out.print(listing)
+            out.print(_listing(key, value, out.width))
+
+
+def _figure(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def _listing(title: str, rows: list[dict[str, Any]], width: int) -> Table:
+    """A list of rows as a table, one row per entry; transposed (one row per field, one
+    column per entry, headed by its first field) when the plain one is wider than
+    ``width`` and the transposed one is narrower: the simulator's scaling rows have 18
+    fields, which rich cut to "..." in 80 columns."""
+    fields = list(rows[0])
+    table = Table(title=title, title_justify="left")
+    for field in fields:  # too narrow a console folds a cell onto two lines: no "..." for a figure
+        table.add_column(field, justify="right", overflow="fold")
+    for row in rows:
+        table.add_row(*(_figure(row.get(field, "")) for field in fields))
+    if _natural_width(table) <= width:
+        return table
+    turned = Table(title=title, title_justify="left")
+    turned.add_column(fields[0], justify="left", no_wrap=True, min_width=max(map(len, fields)))
+    for row in rows:
+        turned.add_column(_figure(row.get(fields[0], "")), justify="right", overflow="fold")
+    for field in fields[1:]:
+        turned.add_row(field, *(_figure(row.get(field, "")) for row in rows))
+    return turned if _natural_width(turned) < _natural_width(table) else table
+
+
+def _natural_width(table: Table) -> int:
+    """Columns the table needs to print without cutting a cell."""
+    return Console(width=10_000).measure(table).maximum

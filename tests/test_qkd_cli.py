@@ -116,3 +116,28 @@ def test_bench_cascade_quick_rows(capsys: pytest.CaptureFixture[str]) -> None:
     side_by_side = json.loads(out)["side_by_side"]  # the bench checks the results agree
     assert [r["together"] for r in side_by_side] == [1, 4, 16]
     assert all(r["ms_per_frame"] > 0 for r in side_by_side)
+
+
+def test_bench_tables_show_every_figure_in_80_columns(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A list of wide rows (the simulator's scaling: 18 fields) is printed one row per
+    field, so no name or figure is cut to "..."; narrow rows stay one row per entry."""
+    import io
+
+    from rich.console import Console
+
+    from qkd import cli as qkd_cli
+
+    fields = [f"field_number_{i}" for i in range(18)]
+    wide = [{"vehicles": n, **{f: n + i + 0.25 for i, f in enumerate(fields)}} for n in (100, 500, 1000)]
+    narrow = [{"together": n, "ms": 0.25 * n} for n in (1, 4)]
+    screen = io.StringIO()
+    monkeypatch.setattr(qkd_cli, "out", Console(file=screen, width=80))
+    qkd_cli.report_figures({"chain": "anvil", "scaling": wide, "side_by_side": narrow}, as_json=False)
+    printed = screen.getvalue()
+    assert "…" not in printed and max(map(len, printed.splitlines())) <= 80
+    lines = printed.splitlines()
+    for i, field in enumerate(fields):
+        row = next(line for line in lines if f" {field} " in line)
+        assert [f" {n + i + 0.25:.4g} " in row for n in (100, 500, 1000)] == [True] * 3
+    cells = [[cell.strip() for cell in line.split("│")[1:-1]] for line in lines if line.startswith("│")]
+    assert ["1", "0.25"] in cells and ["4", "1"] in cells  # narrow rows: one per entry
