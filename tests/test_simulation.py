@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
+import signal
 from collections import Counter
 from pathlib import Path
 
@@ -221,6 +222,54 @@ def test_outputs_are_written(tmp_path: Path) -> None:
     assert names >= OUTPUT_FILES
     assert json.loads((tmp_path / "config.json").read_text())["seed"] == 1
     assert json.loads((tmp_path / "summary.json").read_text())["messages_sent"] == summary["messages_sent"]
+
+
+def test_ctrl_c_ends_the_run_as_a_shorter_scenario_would(tmp_path: Path) -> None:
+    """A first SIGINT ends the run at the next mobility step, with everything up to then
+    settled, summarised and written: the same as a run of that duration, the revocation
+    at 3 s included. A second one interrupts at once."""
+    interrupts = []
+
+    def interrupt_after_half(fraction: float) -> None:
+        if fraction >= 0.6 and not interrupts:
+            interrupts.append(fraction)
+            signal.raise_signal(signal.SIGINT)
+
+    stopped, world = run(small("aes-gcm"), out_dir=tmp_path, progress=interrupt_after_half)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert stopped["interrupted"] and world.interrupted and 3.0 < stopped["duration_s"] < 4.5
+    assert json.loads((tmp_path / "summary.json").read_text())["interrupted"] is True
+    assert stopped["rejected"]["revoked"] > 0
+    shorter, _ = run(small("aes-gcm", duration_s=stopped["duration_s"]))
+    assert not shorter["interrupted"]
+    strip = lambda s: {k: v for k, v in s.items() if k not in WALL_CLOCK_FIELDS | {"interrupted"}}  # noqa: E731
+    assert strip(stopped) == strip(shorter)
+
+    def interrupt_twice(fraction: float) -> None:
+        signal.raise_signal(signal.SIGINT)
+        signal.raise_signal(signal.SIGINT)
+
+    with pytest.raises(KeyboardInterrupt):
+        run(small("aes-gcm", duration_s=1.0), progress=interrupt_twice)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_an_interrupted_simulate_prints_what_it_covers_and_exits_130(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from vehicles import simulate
+
+    class StoppedAtOnce(simulate.World):
+        def run(self) -> None:
+            self.request_stop()  # Ctrl-C during the set-up: the first step is simulated
+            super().run()
+
+    monkeypatch.setattr(simulate, "World", StoppedAtOnce)
+    out = tmp_path / "run"
+    code, err = _exit(capsys, "simulate", "--vehicles", "4", "--duration", "5", "--out", str(out))
+    assert code == 130
+    assert "interrupted: the summary and outputs cover the first 0.1 s of 5 s" in err
+    assert json.loads((out / "summary.json").read_text())["duration_s"] == pytest.approx(0.1)
 
 
 def _exit(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:

@@ -67,6 +67,8 @@ def run_sim_bench(
         scenario = bench_scenario(vehicles, duration, chain)
         started = time.perf_counter()
         summary, world = run(scenario)
+        if world.interrupted:  # Ctrl-C: a part of a run is not a figure
+            raise KeyboardInterrupt
         wall = time.perf_counter() - started
         ledger_s = world.metrics.ledger_wall_s - world.ledger_setup_s
         half_sim, half_wall = _second_half(world.wall_clock)

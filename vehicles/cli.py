@@ -263,8 +263,14 @@ def simulate(
             raise click.UsageError(str(exc)) from None
     if as_json:
         print(json.dumps(summary))
-        return
-    _print_simulation(summary, out_dir)
+    else:
+        _print_simulation(summary, out_dir)
+    if summary["interrupted"]:
+        ledger_cli.err.print(
+            f"interrupted: the summary{' and outputs' if out_dir else ''} cover the first "
+            f"{summary['duration_s']:g} s of {chosen.duration_s:g} s"
+        )
+        raise click.exceptions.Exit(130)
 
 
 def _fmt(value: object) -> str:
@@ -278,8 +284,8 @@ def _fmt(value: object) -> str:
 def _print_simulation(s: dict, out_dir: str | None) -> None:
     table = Table(
         title=(
-            f"{s['vehicles']} vehicles, {s['rsus']} RSUs, {s['duration_s']:g} s, {s['cipher']}, "
-            f"chain {s['chain']}"
+            f"{s['vehicles']} vehicles, {s['rsus']} RSUs, {s['duration_s']:g} s"
+            f"{' (interrupted)' if s['interrupted'] else ''}, {s['cipher']}, chain {s['chain']}"
         ),
         title_justify="left",
         show_header=False,

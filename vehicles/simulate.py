@@ -7,10 +7,13 @@ the output directory before they start.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
+import signal
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -40,7 +43,11 @@ def run(
     ``session_workers``, ``reception_worker``, ``fading_worker``: processes for the QKD
     sessions, for opening received frames and for drawing fading gains; ``late_results``:
     read session results only when needed (see :class:`World`). The results are the same
-    either way."""
+    either way.
+
+    Ctrl-C (SIGINT, in the main thread) ends the run at the next mobility step: the
+    summary and the outputs cover the time simulated until then (``interrupted`` true,
+    ``duration_s`` that time). A second Ctrl-C stops at once, with nothing written."""
     if out_dir is not None:
         prepare_out_dir(out_dir)
     started = time.perf_counter()
@@ -56,7 +63,8 @@ def run(
             fading_worker=fading_worker,
             late_results=late_results,
         )
-        world.run()
+        with _interrupt_ends_the_run(world):
+            world.run()
         summary = world.summary(wall_s=time.perf_counter() - started)
     finally:
         chain.close()
@@ -64,6 +72,29 @@ def run(
         config = {"scenario": scenario.as_dict(), "seed": scenario.seed}
         summary["outputs"] = [str(p) for p in write_outputs(out_dir, config, summary, world.metrics)]
     return summary, world
+
+
+@contextlib.contextmanager
+def _interrupt_ends_the_run(world: World) -> Iterator[None]:
+    """While the world runs, a first SIGINT asks it to stop (World.request_stop) and gives
+    Ctrl-C back its usual meaning, so a second one interrupts at once. Only where SIGINT
+    raises KeyboardInterrupt as usual: not in threads, nor where a caller set its own handler."""
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+    ):
+        yield
+        return
+
+    def first_interrupt(signum: int, frame: object) -> None:
+        world.request_stop()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    signal.signal(signal.SIGINT, first_interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def _run_for_replication(scenario: Scenario, out_dir: Path | None) -> dict[str, Any]:

@@ -244,6 +244,9 @@ class World:
         self.revoked_vehicle: int | None = None
         self.setup_s = 0.0
         self.run_s = 0.0
+        self.simulated_s = 0.0  # the simulated time the run covered: the scenario's, or less if stopped
+        self._stop_at: float | None = None  # set by request_stop: the step the run ends at
+        self._stop_requested = False
         self.run_cpu_s = 0.0  # CPU time of the simulating thread during run_s (not its waits)
         self.qkd_wall_s = 0.0  # wall time spent running or waiting for QKD sessions (not simulated)
         # RSUs' sessions share Aer jobs through two shot banks (a job's fixed cost was most of
@@ -351,6 +354,17 @@ class World:
             self.env.process(self.uplink(state))
 
     # ------------------------------------------------------------------ processes
+    def request_stop(self) -> None:
+        """End the run at the next mobility step (what Ctrl-C does): the time simulated until
+        then is settled and summarised as a run of that duration would be. Safe to call from
+        a signal handler: it only sets a flag, which the traffic process reads."""
+        self._stop_requested = True
+
+    @property
+    def interrupted(self) -> bool:
+        """Whether the run ended before the scenario's duration (:meth:`request_stop`)."""
+        return self._stop_at is not None and self.simulated_s < self.scenario.duration_s
+
     def run(self) -> None:
         """Register the starting fleet on the ledger (``setup_s``), then simulate (``run_s``)."""
         try:
@@ -396,10 +410,16 @@ class World:
         with _fewer_collections():
             while t < duration:
                 t = min(duration, t + step)
-                self.env.run(until=t)
+                self.env.run(until=t)  # returns early at _stop_at (request_stop: see traffic)
+                stopped = self._stop_at is not None and self.env.now >= self._stop_at
+                if stopped:
+                    t = self.env.now
                 self.wall_clock.append((t, time.perf_counter() - started))
                 if self.progress:
                     self.progress(t / duration)
+                if stopped:
+                    break
+            self.simulated_s = t
             for index in range(self.scenario.rsus):  # sessions that ended before the end count
                 self._settle(index)  # any ledger-view change catches up first (_sync_view)
             self._catch_up()
@@ -409,6 +429,8 @@ class World:
 
     def traffic(self) -> Any:
         while True:
+            if self._stop_requested and self._stop_at is None:
+                self._halt_after(STEP_S)  # with this step's end: the run a shorter scenario gives
             yield self.env.timeout(STEP_S)
             self._catch_up()
             self.reception.flush()  # this step's frames to the worker, the step before's verdicts in
@@ -420,6 +442,16 @@ class World:
             for vehicle_id in events.entered.tolist():
                 self._add_vehicle(int(vehicle_id))
             self._refresh_grid()
+
+    def _halt_after(self, delay: float) -> None:
+        """Stop ``env.run`` ``delay`` from now, before anything else due then, as
+        ``run(until=...)`` does (an urgent event), so the run is the one a scenario of that
+        duration gives. Scheduled by delay, as a timeout is: the same float as the step's."""
+        self._stop_at = self.env.now + delay
+        halt = simpy.Event(self.env)
+        halt._ok, halt._value = True, None  # triggered, like SimPy's own ``until`` event
+        halt.callbacks.append(simpy.core.StopSimulation.callback)
+        self.env.schedule(halt, simpy.core.URGENT, delay)
 
     def _refresh_grid(self) -> None:
         traffic = self.road.traffic
@@ -1131,7 +1163,7 @@ class World:
         self.metrics.bits_consumed = sum(v.pool.bits_consumed for v in self.vehicles.values())
         # receivers' processing energy: one sum of bytes, the same in whatever order frames were opened
         self.metrics.energy_opening_j = crypto.crypto_energy_j(self.bytes_opened, s.keys.cipher)
-        simulated = self.metrics.summary(duration_s=s.duration_s)
+        simulated = self.metrics.summary(duration_s=self.simulated_s)
         measured = self.metrics.wall_clock_summary()
         energy = simulated.pop("energy_j")
         # keys whose batch was not yet anchored when the run ended never reached a pool
@@ -1141,7 +1173,8 @@ class World:
             "vehicles": len(self.vehicles),
             "vehicles_initial": s.vehicles,
             "rsus": s.rsus,
-            "duration_s": s.duration_s,
+            "duration_s": self.simulated_s,  # the scenario's, unless the run was stopped
+            "interrupted": self.interrupted,
             "cipher": s.keys.cipher,
             "chain": s.chain,
             "seed": s.seed,
