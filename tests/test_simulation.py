@@ -272,6 +272,37 @@ def test_an_interrupted_simulate_prints_what_it_covers_and_exits_130(
     assert json.loads((out / "summary.json").read_text())["duration_s"] == pytest.approx(0.1)
 
 
+def test_interrupted_replications_report_the_runs_that_started(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C while replications run: the runs under way end early and are reported (the
+    pool processes, forked, inherit the patches); the seed not started is dropped."""
+    from vehicles import simulate
+
+    class StoppedAtOnce(simulate.World):
+        def run(self) -> None:
+            self.request_stop()
+            super().run()
+
+    real_wait, calls = simulate.wait, []
+
+    def interrupted_wait(*args: object, **kwargs: object) -> object:
+        calls.append(1)
+        if len(calls) == 1:
+            raise KeyboardInterrupt  # the parent's Ctrl-C, while two of three seeds run
+        return real_wait(*args, **kwargs)
+
+    monkeypatch.setattr(simulate, "World", StoppedAtOnce)
+    monkeypatch.setattr(simulate, "wait", interrupted_wait)
+    out = tmp_path / "reps"
+    argv = ("simulate", "--vehicles", "4", "--duration", "3", "--replications", "3", "--out", str(out))
+    code, err = _exit(capsys, *argv)
+    assert code == 130 and "interrupted: the report covers seed 1 0.1 s, seed 2 0.1 s of 3 s" in err
+    report = json.loads((out / "replications.json").read_text())
+    assert report["interrupted"] is True and report["seeds"] == [1, 2] and report["replications"] == 2
+    assert all(run_["interrupted"] for run_ in report["runs"]) and not (out / "seed-3").exists()
+
+
 def _exit(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
     with pytest.raises(SystemExit) as info:
         main(list(argv))

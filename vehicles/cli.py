@@ -240,8 +240,12 @@ def simulate(
                 raise click.UsageError(str(exc)) from None
         if as_json:
             print(json.dumps(report))
+            if report["interrupted"]:
+                raise click.exceptions.Exit(130)
             return
-        table = Table(title=f"{replications} replications, seeds {report['seeds']}", title_justify="left")
+        table = Table(
+            title=f"{report['replications']} replications, seeds {report['seeds']}", title_justify="left"
+        )
         for column in ("metric", "mean", "95% CI half-width"):
             table.add_column(column, justify="right")
         for name, ci in report["metrics"].items():
@@ -249,6 +253,12 @@ def simulate(
         ledger_cli.out.print(table)
         if out_path:
             ledger_cli.out.print(f"report in {out_path / 'replications.json'}, each run's outputs in seed-*/")
+        if report["interrupted"]:
+            covered = ", ".join(f"seed {r['seed']} {r['duration_s']:g} s" for r in report["runs"])
+            ledger_cli.err.print(
+                f"interrupted: the report covers {covered or 'no run'} of {chosen.duration_s:g} s"
+            )
+            raise click.exceptions.Exit(130)
         return
     with Progress(console=ledger_cli.err, transient=True, disable=not ledger_cli.err.is_terminal) as bar:
         task = bar.add_task(f"simulating {chosen.duration_s:g} s", total=1.0)

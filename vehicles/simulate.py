@@ -14,7 +14,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
@@ -97,11 +97,15 @@ def _interrupt_ends_the_run(world: World) -> Iterator[None]:
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
-def _run_for_replication(scenario: Scenario, out_dir: Path | None) -> dict[str, Any]:
-    # replications fill the cores
-    summary, _ = run(
-        scenario, out_dir=out_dir, session_workers=0, reception_worker=False, fading_worker=False
-    )
+def _run_for_replication(scenario: Scenario, out_dir: Path | None) -> dict[str, Any] | None:
+    """One replication in a pool process; None if Ctrl-C came before it simulated anything
+    (so a KeyboardInterrupt in the parent is always the parent's own)."""
+    try:  # replications fill the cores: no workers of their own
+        summary, _ = run(
+            scenario, out_dir=out_dir, session_workers=0, reception_worker=False, fading_worker=False
+        )
+    except KeyboardInterrupt:
+        return None
     return summary
 
 
@@ -138,6 +142,9 @@ def replicate(
 ) -> dict[str, Any]:
     """Seeds seed, seed+1, ... in parallel processes; each metric as mean +- 95% CI.
 
+    On Ctrl-C the report covers the runs that had started, each up to where it stopped
+    (``interrupted`` true), and is written like any other.
+
     With ``out_dir``: every run writes its outputs to ``seed-<seed>/`` there, and the
     report goes to ``replications.json`` beside them."""
     scenarios = [dataclasses.replace(scenario, seed=scenario.seed + i) for i in range(replications)]
@@ -145,8 +152,29 @@ def replicate(
     if out_dir is not None:
         prepare_out_dir(out_dir)
         run_dirs = [out_dir / f"seed-{s.seed}" for s in scenarios]
-    with ProcessPoolExecutor(max_workers=max(1, min(workers, replications))) as pool:
-        summaries = list(pool.map(_run_for_replication, scenarios, run_dirs))
+    interrupted = False
+    results: dict[int, dict[str, Any] | None] = {}  # by seed
+    waiting = list(zip(scenarios, run_dirs, strict=True))
+    width = max(1, min(workers, replications))
+    with ProcessPoolExecutor(max_workers=width) as pool:
+        running: dict[Future[dict[str, Any] | None], int] = {}
+        try:
+            # no more submitted than run at once: a queued seed could not be cancelled on Ctrl-C
+            while waiting or running:
+                while waiting and len(running) < width:
+                    chosen, run_dir = waiting.pop(0)
+                    running[pool.submit(_run_for_replication, chosen, run_dir)] = chosen.seed
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in done:
+                    results[running.pop(future)] = future.result()
+        except KeyboardInterrupt:
+            # Ctrl-C reached the running replications too: each ends at its next step and
+            # writes what it simulated. Seeds not started are dropped; a second Ctrl-C stops
+            # at once.
+            interrupted = True
+            for future, seed in running.items():
+                results[seed] = future.result()
+    summaries = [summary for s in scenarios if (summary := results.get(s.seed)) is not None]
     intervals = {}
     for path, name in REPLICATED.items():
         values = []
@@ -156,8 +184,9 @@ def replicate(
                 value = value.get(key) if isinstance(value, dict) else None
             values.append(value)
         intervals[name] = confidence_interval(values)
-    report = {"replications": replications, "seeds": [s.seed for s in scenarios], "metrics": intervals,
-              "runs": summaries}  # fmt: skip
+    interrupted = interrupted or len(summaries) < replications or any(s["interrupted"] for s in summaries)
+    report = {"replications": len(summaries), "seeds": [s["seed"] for s in summaries], "metrics": intervals,
+              "runs": summaries, "interrupted": interrupted}  # fmt: skip
     if out_dir is not None:
         write_json(out_dir / "replications.json", {"scenario": scenario.as_dict(), **report})
     return report
