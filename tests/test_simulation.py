@@ -519,8 +519,12 @@ def test_roadside_units_check_for_vehicles_on_one_shared_clock() -> None:
 def test_replications_run_seeds_in_parallel_with_confidence_intervals(tmp_path: Path) -> None:
     from vehicles.simulate import replicate
 
-    report = replicate(small("aes-gcm", duration_s=2.0, vehicles=4), 2, workers=2, out_dir=tmp_path)
-    assert report["seeds"] == [1, 2] and len(report["runs"]) == 2
+    done: list[int] = []
+    report = replicate(
+        small("aes-gcm", duration_s=2.0, vehicles=4), 2, workers=2, out_dir=tmp_path, progress=done.append
+    )
+    assert report["seeds"] == [1, 2] and len(report["runs"]) == 2 and not report["interrupted"]
+    assert done == [1, 2]  # the progress bar's count of ended runs
     # --out keeps every run's outputs and the report
     assert {p.name for p in tmp_path.iterdir()} == {"replications.json", "seed-1", "seed-2"}
     for seed, run_ in zip((1, 2), report["runs"], strict=True):

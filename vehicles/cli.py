@@ -233,9 +233,15 @@ def simulate(
     # mistakes found only once a run starts (a fleet the road cannot hold, no libsumo, --out)
     user_errors = (scenarios.ScenarioError, SumoUnavailable, OutputDirError)
     if replications > 1:
-        with ledger_cli.err.status(f"{replications} replications in parallel"):
+        with Progress(console=ledger_cli.err, transient=True, disable=not ledger_cli.err.is_terminal) as bar:
+            task = bar.add_task(f"{replications} replications of {chosen.duration_s:g} s", total=replications)
             try:
-                report = replicate(chosen, replications, out_dir=out_path)
+                report = replicate(
+                    chosen,
+                    replications,
+                    out_dir=out_path,
+                    progress=lambda done: bar.update(task, completed=done),
+                )
             except user_errors as exc:
                 raise click.UsageError(str(exc)) from None
         if as_json:

@@ -138,7 +138,12 @@ def confidence_interval(values: list[float]) -> dict[str, float | None]:
 
 
 def replicate(
-    scenario: Scenario, replications: int, *, workers: int = 2, out_dir: Path | None = None
+    scenario: Scenario,
+    replications: int,
+    *,
+    workers: int = 2,
+    out_dir: Path | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
     """Seeds seed, seed+1, ... in parallel processes; each metric as mean +- 95% CI.
 
@@ -146,7 +151,8 @@ def replicate(
     (``interrupted`` true), and is written like any other.
 
     With ``out_dir``: every run writes its outputs to ``seed-<seed>/`` there, and the
-    report goes to ``replications.json`` beside them."""
+    report goes to ``replications.json`` beside them. ``progress(done)`` is called as
+    each run ends."""
     scenarios = [dataclasses.replace(scenario, seed=scenario.seed + i) for i in range(replications)]
     run_dirs: list[Path | None] = [None] * replications
     if out_dir is not None:
@@ -167,6 +173,8 @@ def replicate(
                 done, _ = wait(running, return_when=FIRST_COMPLETED)
                 for future in done:
                     results[running.pop(future)] = future.result()
+                    if progress:
+                        progress(len(results))
         except KeyboardInterrupt:
             # Ctrl-C reached the running replications too: each ends at its next step and
             # writes what it simulated. Seeds not started are dropped; a second Ctrl-C stops
