@@ -17,7 +17,7 @@ from vehicles.cli import main
 from vehicles.metrics import MessageRecord, Metrics, percentiles_ms
 from vehicles.reception import Reception
 from vehicles.simulate import confidence_interval, run
-from vehicles.world import LEDGER_SYNC_S, _next_tick, auto_session_workers
+from vehicles.world import ANCHOR_POLL_S, LEDGER_SYNC_S, _next_tick, auto_session_workers
 
 WALL_CLOCK_FIELDS = {"wall_s", "validation_latency_ms", "ledger", "outputs"}
 SIMULATE_FIELDS = {
@@ -192,6 +192,22 @@ def test_single_record_anchoring_records_each_key() -> None:
     assert world.keys_used and world.keys_used <= recorded
     assert world.ledger.stats()["sessions"] == len(recorded) == len(world.metrics.key_rows)
     assert summary["keys"]["anchoring"] == "single" and not world.batchers
+    # one confirmation time per recordSession transaction, and a key is usable once recorded
+    assert len(world.metrics.confirmation_s) == len(recorded)
+    assert summary["ledger"]["confirmation_ms"]["p50"] > 0
+    assert summary["keys"]["delivery_ms"]["p99"] == pytest.approx(0.0)
+
+
+def test_batched_records_report_confirmation_and_delivery_times(aes_run) -> None:
+    """Confirmation: one wall time per anchoring transaction. Delivery: simulated time from
+    a session's end to its key in the pool, which waits for its batch (its age limit at
+    most, plus the anchoring poll)."""
+    summary, world = aes_run
+    assert len(world.metrics.confirmation_s) == sum(b.batches for b in world.batchers) > 0
+    assert summary["ledger"]["confirmation_ms"]["p50"] > 0
+    waits = [row["usable_at"] - row["t"] for row in world.metrics.key_rows]
+    assert summary["keys"]["delivery_ms"] == percentiles_ms(waits)
+    assert min(waits) > 0 and max(waits) <= world.batchers[0].max_age_s + ANCHOR_POLL_S + 1e-9
 
 
 def test_metric_definitions_on_a_hand_checked_case() -> None:

@@ -321,6 +321,14 @@ def _print_simulation(s: dict, out_dir: str | None) -> None:
         ("key bits generated / consumed", f"{keys['bits_generated']:,} / {keys['bits_consumed']:,}"),
         ("ledger tx / records", f"{led['transactions']} / {led['records']}"),
         ("ledger tx/s, records/s (wall)", f"{_fmt(led['tps'])}, {_fmt(led['records_per_s'])}"),
+        (
+            "record confirmation p50 / p99 (ms, wall)",
+            f"{_fmt(led['confirmation_ms']['p50'])} / {_fmt(led['confirmation_ms']['p99'])}",
+        ),
+        (
+            "key ready after session p50 / p99 (ms)",
+            f"{_fmt(keys['delivery_ms']['p50'])} / {_fmt(keys['delivery_ms']['p99'])}",
+        ),
         ("rejected", ", ".join(f"{k} {v:,}" for k, v in s["rejected"].items()) or "none"),
         ("dropped at the sender", ", ".join(f"{k} {v:,}" for k, v in s["dropped"].items()) or "none"),
         ("wall time (s)", _fmt(s["wall_s"])),

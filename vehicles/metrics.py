@@ -96,6 +96,8 @@ class Metrics:
     ledger_transactions: int = 0
     ledger_records: int = 0
     ledger_wall_s: float = 0.0
+    # wall seconds from sending each transaction that carried key records to its mined receipt
+    confirmation_s: list[float] = field(default_factory=list)
     sessions: int = 0
     sessions_aborted: int = 0
     bits_generated: int = 0
@@ -197,6 +199,9 @@ class Metrics:
                 "aborted": self.sessions_aborted,
                 "bits_generated": self.bits_generated,
                 "bits_consumed": self.bits_consumed,
+                # simulated time from a session's end to its key reaching the pool (its record
+                # on the ledger: the wait for its Merkle batch, when batched)
+                "delivery_ms": percentiles_ms([row["usable_at"] - row["t"] for row in self.key_rows]),
             },
             "rejected": dict(sorted(self.rejections.items())),
             "dropped": dict(sorted(self.drops.items())),
@@ -211,6 +216,7 @@ class Metrics:
                 "tps": self.ledger_transactions / self.ledger_wall_s if self.ledger_wall_s else None,
                 "records_per_s": self.ledger_records / self.ledger_wall_s if self.ledger_wall_s else None,
                 "wall_s": self.ledger_wall_s,
+                "confirmation_ms": percentiles_ms(self.confirmation_s),
             },
         }
 

@@ -244,6 +244,7 @@ class World:
         self.revoked_vehicle: int | None = None
         self.setup_s = 0.0
         self.run_s = 0.0
+        self._last_tx_s = 0.0  # wall time of the latest _ledger_tx call
         self.simulated_s = 0.0  # the simulated time the run covered: the scenario's, or less if stopped
         self._stop_at: float | None = None  # set by request_stop: the step the run ends at
         self._stop_requested = False
@@ -325,10 +326,13 @@ class World:
         try:
             result = send()
         finally:
-            self.metrics.ledger_wall_s += time.perf_counter() - t0
+            self._last_tx_s = time.perf_counter() - t0
+            self.metrics.ledger_wall_s += self._last_tx_s
         if count:
             self.metrics.ledger_transactions += len(result) if isinstance(result, list) else 1
             self.metrics.ledger_records += records
+            if records:
+                self.metrics.confirmation_s.append(self._last_tx_s)
         return result
 
     def _vehicle_label(self, vehicle_id: int) -> str:
@@ -1068,6 +1072,7 @@ class World:
             return
         self.metrics.ledger_transactions += 1
         self.metrics.ledger_records += len(anchored)
+        self.metrics.confirmation_s.append(self._last_tx_s)  # the batch's one transaction
         self._sync_view()
         for item in anchored:
             state, result, record, row = self._awaiting_anchor.pop(item.key_id)
