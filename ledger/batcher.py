@@ -146,6 +146,7 @@ class KeyBatcher:
     def add(self, record: KeyRecord) -> list[Anchored]:
         """Queue one record; returns what a size-triggered flush anchored (usually nothing)."""
         key, raw = ids.parse_key_id(record.key_id)
+        check_record(record)
         leaf = record.leaf(raw)
         with self._lock:
             if key in self._pending_ids or key in self._anchored or key in self._in_flight_ids:
@@ -301,9 +302,6 @@ def _vehicle_id(label: str) -> bytes:
 # ---------------------------------------------------------------------------- files
 
 
-_NIL_KEY_ID = str(uuid.UUID(int=0))
-
-
 def _json_lines(path: str | Path) -> Iterator[tuple[int, str, object]]:
     """Each non-blank line of a JSON-lines file as (line number, "file:line", value).
 
@@ -323,6 +321,18 @@ def _json_lines(path: str | Path) -> Iterator[tuple[int, str, object]]:
         except ValueError as exc:
             raise BadInput(f"{where}: not JSON: {exc}") from None
         yield number, where, item
+
+
+def check_record(record: KeyRecord) -> None:
+    """What a record needs to be worth anchoring, beyond what its leaf's encoding checks:
+    a key id that can be revoked (revokeBatchedKey refuses the zero id: ZeroKeyId), an
+    expiry after its creation, and some key bits."""
+    if ids.parse_key_id(record.key_id)[1] == bytes(16):
+        raise BadInput("key_id is all zeros: such a key could be anchored but never revoked")
+    if record.expires_at <= record.created_at:
+        raise BadInput(f"expiry {record.expires_at} is not after creation {record.created_at}")
+    if not 0 < record.final_key_bits < 2**32:
+        raise BadInput(f"bits must be a positive 32-bit number, got {record.final_key_bits}")
 
 
 def read_records(path: str | Path, *, now: int, default_ttl: int) -> list[KeyRecord]:
@@ -359,14 +369,9 @@ def read_records(path: str | Path, *, now: int, default_ttl: int) -> list[KeyRec
                 protocol=str(item.get("protocol", "bb84")),
             )
             ids.vehicle_id(record.vehicle)
-            if record.key_id == _NIL_KEY_ID:  # revokeBatchedKey refuses it (ZeroKeyId)
-                raise BadInput("key_id is all zeros: such a key could be anchored but never revoked")
-            if expires <= created:
-                raise BadInput(f"expiry {expires} is not after creation {created}")
+            check_record(record)
             if expires <= now:
                 raise BadInput(f"expiry {expires} is not after the chain's time {now}: already expired")
-            if not 0 < record.final_key_bits < 2**32:
-                raise BadInput(f"bits must be a positive 32-bit number, got {record.final_key_bits}")
             record.leaf()  # every remaining range check
         except KeyError as exc:
             raise BadInput(f"{where}: missing field {exc.args[0]!r}") from None

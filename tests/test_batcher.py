@@ -80,6 +80,25 @@ def test_flushes_by_size(ledger: KeyLedgerClient) -> None:
     assert batcher.status(str(uuid.uuid4())) == "unknown"
 
 
+def test_the_batcher_refuses_records_not_worth_anchoring(ledger: KeyLedgerClient) -> None:
+    """Checked where records enter a batch, not only in records files: the zero key id
+    (never revocable), an expiry not after creation, no key bits. Nothing is queued."""
+    import dataclasses
+
+    batcher = KeyBatcher(ledger, max_batch=4, max_age_s=3600)
+    good = record(0)
+    for bad, message in [
+        (dataclasses.replace(good, key_id=str(uuid.UUID(int=0))), "key_id is all zeros"),
+        (dataclasses.replace(good, expires_at=good.created_at), "is not after creation"),
+        (dataclasses.replace(good, final_key_bits=0), "bits must be a positive 32-bit number"),
+    ]:
+        with pytest.raises(BadInput, match=message):
+            batcher.add(bad)
+    assert batcher.pending == 0
+    batcher.add(good)
+    assert batcher.pending == 1
+
+
 def test_flushes_by_age_when_polled(ledger: KeyLedgerClient) -> None:
     clock = FakeClock()
     batcher = KeyBatcher(ledger, max_batch=100, max_age_s=2.0, clock=clock)
