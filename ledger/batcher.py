@@ -325,10 +325,15 @@ def _json_lines(path: str | Path) -> Iterator[tuple[int, str, object]]:
 
 def check_record(record: KeyRecord) -> None:
     """What a record needs to be worth anchoring, beyond what its leaf's encoding checks:
-    a key id that can be revoked (revokeBatchedKey refuses the zero id: ZeroKeyId), an
-    expiry after its creation, and some key bits."""
+    a key id that can be revoked (revokeBatchedKey refuses the zero id: ZeroKeyId), and
+    what recordSession asks of a key recorded alone (a commitment, a creation time, an
+    expiry after it, some key bits)."""
     if ids.parse_key_id(record.key_id)[1] == bytes(16):
         raise BadInput("key_id is all zeros: such a key could be anchored but never revoked")
+    if not any(record.commitment):
+        raise BadInput("the key commitment is zero: give the SHA-256 digest of the key")
+    if record.created_at == 0:
+        raise BadInput("created_at is zero: give the key's creation time (Unix seconds)")
     if record.expires_at <= record.created_at:
         raise BadInput(f"expiry {record.expires_at} is not after creation {record.created_at}")
     if not 0 < record.final_key_bits < 2**32:

@@ -82,7 +82,8 @@ def test_flushes_by_size(ledger: KeyLedgerClient) -> None:
 
 def test_the_batcher_refuses_records_not_worth_anchoring(ledger: KeyLedgerClient) -> None:
     """Checked where records enter a batch, not only in records files: the zero key id
-    (never revocable), an expiry not after creation, no key bits. Nothing is queued."""
+    (never revocable), and what recordSession refuses of a key recorded alone. Nothing is
+    queued."""
     import dataclasses
 
     batcher = KeyBatcher(ledger, max_batch=4, max_age_s=3600)
@@ -91,6 +92,8 @@ def test_the_batcher_refuses_records_not_worth_anchoring(ledger: KeyLedgerClient
         (dataclasses.replace(good, key_id=str(uuid.UUID(int=0))), "key_id is all zeros"),
         (dataclasses.replace(good, expires_at=good.created_at), "is not after creation"),
         (dataclasses.replace(good, final_key_bits=0), "bits must be a positive 32-bit number"),
+        (dataclasses.replace(good, commitment=bytes(32)), "the key commitment is zero"),
+        (dataclasses.replace(good, created_at=0), "created_at is zero"),
     ]:
         with pytest.raises(BadInput, match=message):
             batcher.add(bad)
@@ -354,6 +357,9 @@ def test_a_records_file_refuses_the_all_zero_key_id_and_a_past_expiry(tmp_path: 
         read_records(records, now=1_000, default_ttl=60)
     records.write_text(json.dumps(line | {"created_at": 100, "expires_at": 900}) + "\n")
     with pytest.raises(BadInput, match=r"records.jsonl:1: expiry 900 is not after the chain's time 1000"):
+        read_records(records, now=1_000, default_ttl=60)
+    records.write_text(json.dumps(line | {"created_at": 0, "expires_at": 2_000}) + "\n")
+    with pytest.raises(BadInput, match=r"records.jsonl:1: created_at is zero"):
         read_records(records, now=1_000, default_ttl=60)
     records.write_text(json.dumps(line) + "\n")
     assert [r.key_id for r in read_records(records, now=1_000, default_ttl=60)] == [str(uuid.UUID(int=1))]
