@@ -7,6 +7,7 @@ progress goes to stderr so ``--json`` output stays one object on stdout.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -185,7 +186,7 @@ def _print_session(r: dict[str, Any]) -> None:
     if r["key_sha256"]:
         table.add_row("key sha256", r["key_sha256"])
     for name, value in r["rates"].items():
-        table.add_row(name.replace("_", " "), f"{value:.4g}")
+        table.add_row(name.replace("_", " "), figure(value))
     table.add_row("time", ", ".join(f"{k} {v:.3f} s" for k, v in r["timings_s"].items()))
     out.print(table)
 
@@ -225,15 +226,21 @@ def report_figures(report: dict[str, Any], as_json: bool) -> None:
     scalars = {k: v for k, v in report.items() if not isinstance(v, list | dict)}
     table = Table(show_header=False)
     for key, value in scalars.items():
-        table.add_row(key, f"{value:,.4g}" if isinstance(value, float) else str(value))
+        table.add_row(key, figure(value))
     out.print(table)
     for key, value in report.items():
         if isinstance(value, list) and value and isinstance(value[0], dict):
             out.print(_listing(key, value, out.width))
 
 
-def _figure(value: Any) -> str:
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
+def figure(value: Any) -> str:
+    """A number as people read it in a table: four significant digits, but from 1,000 up
+    whole and grouped (132,300, where .4g gives 1.323e+05); small ones stay .4g (1.2e-05)."""
+    if not isinstance(value, float):
+        return str(value)
+    if math.isfinite(value) and abs(value) >= 999.5:  # what .4g would round to 1,000 or more
+        return f"{value:,.0f}"
+    return f"{value:,.4g}"
 
 
 def _listing(title: str, rows: list[dict[str, Any]], width: int) -> Table:
@@ -246,15 +253,15 @@ def _listing(title: str, rows: list[dict[str, Any]], width: int) -> Table:
     for field in fields:  # too narrow a console folds a cell onto two lines: no "..." for a figure
         table.add_column(field, justify="right", overflow="fold")
     for row in rows:
-        table.add_row(*(_figure(row.get(field, "")) for field in fields))
+        table.add_row(*(figure(row.get(field, "")) for field in fields))
     if _natural_width(table) <= width:
         return table
     turned = Table(title=title, title_justify="left")
     turned.add_column(fields[0], justify="left", no_wrap=True, min_width=max(map(len, fields)))
     for row in rows:
-        turned.add_column(_figure(row.get(fields[0], "")), justify="right", overflow="fold")
+        turned.add_column(figure(row.get(fields[0], "")), justify="right", overflow="fold")
     for field in fields[1:]:
-        turned.add_row(field, *(_figure(row.get(field, "")) for row in rows))
+        turned.add_row(field, *(figure(row.get(field, "")) for row in rows))
     return turned if _natural_width(turned) < _natural_width(table) else table
 
 

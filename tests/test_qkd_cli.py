@@ -138,6 +138,16 @@ def test_bench_tables_show_every_figure_in_80_columns(monkeypatch: pytest.Monkey
     lines = printed.splitlines()
     for i, field in enumerate(fields):
         row = next(line for line in lines if f" {field} " in line)
-        assert [f" {n + i + 0.25:.4g} " in row for n in (100, 500, 1000)] == [True] * 3
+        assert [f" {qkd_cli.figure(n + i + 0.25)} " in row for n in (100, 500, 1000)] == [True] * 3
     cells = [[cell.strip() for cell in line.split("│")[1:-1]] for line in lines if line.startswith("│")]
     assert ["1", "0.25"] in cells and ["4", "1"] in cells  # narrow rows: one per entry
+
+
+def test_tables_print_large_figures_whole_and_grouped() -> None:
+    """132,300 kb/s, not 1.323e+05; small figures keep four significant digits."""
+    from qkd.cli import figure
+
+    assert [figure(v) for v in (132_300.4, 9_999.9, 6_280.2, 999.4, 0.69771, 1.2e-5, -12_345.6)] == [
+        "132,300", "10,000", "6,280", "999.4", "0.6977", "1.2e-05", "-12,346",
+    ]  # fmt: skip
+    assert [figure(v) for v in (7, "anvil", None, float("inf"))] == ["7", "anvil", "None", "inf"]

@@ -292,9 +292,7 @@ def simulate(
 def _fmt(value: object) -> str:
     if value is None:
         return "-"
-    if isinstance(value, float):
-        return f"{value:,.4g}"
-    return str(value)
+    return qkd_cli.figure(value)
 
 
 def _print_simulation(s: dict, out_dir: str | None) -> None:
