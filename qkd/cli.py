@@ -153,7 +153,8 @@ def _print_session(r: dict[str, Any]) -> None:
         title=f"{r['protocol'].upper()} session {r['key_id']}", title_justify="left", show_header=False
     )
     table.add_column("field")
-    table.add_column("value", justify="right")
+    # a narrow console folds the key's hash onto two lines instead of cutting it to "..."
+    table.add_column("value", justify="right", overflow="fold")
 
     def pct(x: float | None) -> str:
         return "-" if x is None else f"{x:.3%}"

@@ -54,6 +54,7 @@ def test_qkd_table_output(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys, "qkd", "--signals", "20000", "--protocol", "e91", "--seed", "3")
     assert code == 0
     assert "E91 session" in out and "CHSH" in out and "keys match" in out
+    assert "…" not in out  # in 80 columns too: the key's hash folds, it is not cut
 
 
 @pytest.mark.parametrize(
