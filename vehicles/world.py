@@ -246,7 +246,7 @@ class World:
         self.run_s = 0.0
         self._last_tx_s = 0.0  # wall time of the latest _ledger_tx call
         self.simulated_s = 0.0  # the simulated time the run covered: the scenario's, or less if stopped
-        self._stop_at: float | None = None  # set by request_stop: the step the run ends at
+        self._stop_at: float | None = None  # once stop is requested: the step the run ends at
         self._stop_requested = False
         self.run_cpu_s = 0.0  # CPU time of the simulating thread during run_s (not its waits)
         self.qkd_wall_s = 0.0  # wall time spent running or waiting for QKD sessions (not simulated)
