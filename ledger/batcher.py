@@ -146,7 +146,7 @@ class KeyBatcher:
     def add(self, record: KeyRecord) -> list[Anchored]:
         """Queue one record; returns what a size-triggered flush anchored (usually nothing)."""
         key, raw = ids.parse_key_id(record.key_id)
-        check_record(record)
+        check_record(record, raw)
         leaf = record.leaf(raw)
         with self._lock:
             if key in self._pending_ids or key in self._anchored or key in self._in_flight_ids:
@@ -323,12 +323,12 @@ def _json_lines(path: str | Path) -> Iterator[tuple[int, str, object]]:
         yield number, where, item
 
 
-def check_record(record: KeyRecord) -> None:
+def check_record(record: KeyRecord, raw_id: bytes | None = None) -> None:
     """What a record needs to be worth anchoring, beyond what its leaf's encoding checks:
     a key id that can be revoked (revokeBatchedKey refuses the zero id: ZeroKeyId), and
     what recordSession asks of a key recorded alone (a commitment, a creation time, an
-    expiry after it, some key bits)."""
-    if ids.parse_key_id(record.key_id)[1] == bytes(16):
+    expiry after it, some key bits). ``raw_id``: the key id's 16 bytes, if already parsed."""
+    if (raw_id or ids.parse_key_id(record.key_id)[1]) == bytes(16):
         raise BadInput("key_id is all zeros: such a key could be anchored but never revoked")
     if not any(record.commitment):
         raise BadInput("the key commitment is zero: give the SHA-256 digest of the key")
