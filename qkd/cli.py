@@ -255,7 +255,8 @@ def _listing(title: str, rows: list[dict[str, Any]], width: int) -> Table:
         table.add_column(field, justify="right", overflow="fold")
     for row in rows:
         table.add_row(*(figure(row.get(field, "")) for field in fields))
-    if _natural_width(table) <= width:
+    plain_width = _natural_width(table)
+    if plain_width <= width:
         return table
     turned = Table(title=title, title_justify="left")
     turned.add_column(fields[0], justify="left", no_wrap=True, min_width=max(map(len, fields)))
@@ -263,7 +264,7 @@ def _listing(title: str, rows: list[dict[str, Any]], width: int) -> Table:
         turned.add_column(figure(row.get(fields[0], "")), justify="right", overflow="fold")
     for field in fields[1:]:
         turned.add_row(field, *(figure(row.get(field, "")) for row in rows))
-    return turned if _natural_width(turned) < _natural_width(table) else table
+    return turned if _natural_width(turned) < plain_width else table
 
 
 def _natural_width(table: Table) -> int:
