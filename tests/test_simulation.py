@@ -17,7 +17,7 @@ from vehicles.cli import main
 from vehicles.metrics import MessageRecord, Metrics, percentiles_ms
 from vehicles.reception import Reception
 from vehicles.simulate import confidence_interval, run
-from vehicles.world import ANCHOR_POLL_S, LEDGER_SYNC_S, _next_tick, auto_session_workers
+from vehicles.world import ANCHOR_POLL_S, LEDGER_SYNC_S, World, _next_tick, auto_session_workers
 
 WALL_CLOCK_FIELDS = {"wall_s", "validation_latency_ms", "ledger", "outputs"}
 SIMULATE_FIELDS = {
@@ -270,15 +270,19 @@ def test_ctrl_c_ends_the_run_as_a_shorter_scenario_would(tmp_path: Path) -> None
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
+class StoppedAtOnce(World):
+    """A world told to stop before it starts, as by Ctrl-C during the set-up: it simulates
+    its first step only."""
+
+    def run(self) -> None:
+        self.request_stop()
+        super().run()
+
+
 def test_an_interrupted_simulate_prints_what_it_covers_and_exits_130(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from vehicles import simulate
-
-    class StoppedAtOnce(simulate.World):
-        def run(self) -> None:
-            self.request_stop()  # Ctrl-C during the set-up: the first step is simulated
-            super().run()
 
     monkeypatch.setattr(simulate, "World", StoppedAtOnce)
     out = tmp_path / "run"
@@ -294,11 +298,6 @@ def test_interrupted_replications_report_the_runs_that_started(
     """Ctrl-C while replications run: the runs under way end early and are reported (the
     pool processes, forked, inherit the patches); the seed not started is dropped."""
     from vehicles import simulate
-
-    class StoppedAtOnce(simulate.World):
-        def run(self) -> None:
-            self.request_stop()
-            super().run()
 
     real_wait, calls = simulate.wait, []
 
